@@ -1,0 +1,1 @@
+"""isyb_dask.cli subpackage."""

@@ -1,0 +1,192 @@
+"""Safe NIfTI reading and writing.
+
+Every image that enters the pipeline goes through :func:`load_image`, which turns the many
+ways a real file can be broken (not an image, truncated, wrong number of dimensions,
+non-finite or constant data, a degenerate affine) into an :class:`~isyb_dask.errors.InputError`
+whose message names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+from isyb_dask.errors import InputError
+
+__all__ = [
+    "load_image",
+    "load_data",
+    "save_like",
+    "file_sha256",
+    "voxel_sizes",
+]
+
+
+def _short(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
+
+
+def load_image(
+    path: str | os.PathLike[str],
+    *,
+    ndim: int | tuple[int, ...] | None = None,
+    min_volumes: int | None = None,
+    check_values: bool = True,
+) -> nb.Nifti1Image:
+    """Load a NIfTI image and check that it is usable.
+
+    Parameters
+    ----------
+    path
+        File to read (``.nii`` or ``.nii.gz``).
+    ndim
+        Accepted number(s) of dimensions after squeezing trailing singleton axes
+        (for example ``3`` for a T1w, ``4`` for a BOLD series).
+    min_volumes
+        For 4-D images, the smallest acceptable number of volumes.
+    check_values
+        Read the whole array and reject images that are all non-finite or constant.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        The image with its data already read (cached), so that later access is cheap.
+
+    Raises
+    ------
+    InputError
+        With a message such as ``"sub-01_T1w.nii.gz: truncated file (...)"``.
+    """
+    path = Path(path)
+    name = _short(path)
+    if not path.exists():
+        raise InputError(f"{name}: file does not exist")
+    if path.stat().st_size == 0:
+        raise InputError(f"{name}: empty file (0 bytes)")
+    try:
+        img = nb.load(str(path))
+    except Exception as exc:  # nibabel raises many types for garbage input
+        raise InputError(f"{name}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from None
+    if not isinstance(img, (nb.Nifti1Image, nb.Nifti2Image)):
+        raise InputError(f"{name}: expected a NIfTI image, got {type(img).__name__}")
+    shape = img.shape
+    squeezed = list(shape)
+    while len(squeezed) > 3 and squeezed[-1] == 1:
+        squeezed.pop()
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if len(squeezed) not in allowed:
+            raise InputError(
+                f"{name}: wrong dimensionality {tuple(shape)} "
+                f"(expected {' or '.join(f'{d}-D' for d in allowed)})"
+            )
+    if any(s < 2 for s in squeezed[:3]):
+        raise InputError(f"{name}: degenerate spatial shape {tuple(shape)}")
+    if min_volumes is not None and len(squeezed) == 4 and squeezed[3] < min_volumes:
+        raise InputError(f"{name}: only {squeezed[3]} volumes (need at least {min_volumes})")
+    affine = img.affine
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise InputError(f"{name}: implausible geometry (singular or non-finite affine)")
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    if np.any(zooms <= 0) or np.any(zooms > 20):
+        raise InputError(f"{name}: implausible voxel size {tuple(np.round(zooms, 3))} mm")
+    if check_values:
+        try:
+            data = np.asanyarray(img.dataobj)
+        except (EOFError, OSError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
+            raise InputError(f"{name}: truncated or corrupt image data ({exc})") from None
+        if len(squeezed) != len(shape):
+            data = data.reshape(squeezed)
+        finite = np.isfinite(data)
+        if not finite.any():
+            raise InputError(f"{name}: no finite values in the image")
+        vals = data[finite]
+        if vals.min() == vals.max():
+            raise InputError(f"{name}: constant image (every voxel is {vals.min()!r})")
+        img = nb.Nifti1Image(data, affine, img.header)
+    return img
+
+
+def load_data(
+    path: str | os.PathLike[str], *, ndim: int | tuple[int, ...] | None = None, dtype=np.float32
+) -> tuple[np.ndarray, nb.Nifti1Image]:
+    """Load an image with :func:`load_image` and return ``(float data, image)``.
+
+    Non-finite voxels are replaced by 0 in the returned array.
+    """
+    img = load_image(path, ndim=ndim)
+    data = np.asarray(img.dataobj, dtype=dtype)
+    if not np.all(np.isfinite(data)):
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    return data, img
+
+
+def save_like(
+    data: np.ndarray,
+    reference: nb.Nifti1Image,
+    path: str | os.PathLike[str],
+    *,
+    dtype: np.dtype | type | str | None = None,
+    mode: int | None = None,
+) -> Path:
+    """Write ``data`` on the grid of ``reference`` (same affine and header geometry).
+
+    Parameters
+    ----------
+    data
+        Array whose first three axes match the reference grid.
+    reference
+        Image that provides affine, qform/sform codes and, by default, the on-disk dtype.
+    path
+        Output path; parent folders are created.
+    dtype
+        On-disk dtype; defaults to the reference's. Integer outputs are rounded and
+        clipped to the dtype range so that nothing wraps around.
+    mode
+        Optional file mode (for example ``0o600`` for face-bearing images).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out_dtype = np.dtype(dtype) if dtype is not None else reference.get_data_dtype()
+    arr = np.asarray(data)
+    if np.issubdtype(out_dtype, np.integer):
+        info = np.iinfo(out_dtype)
+        arr = np.clip(np.rint(np.nan_to_num(arr)), info.min, info.max).astype(out_dtype)
+    else:
+        arr = arr.astype(out_dtype)
+    header = reference.header.copy()
+    header.set_data_dtype(out_dtype)
+    header.set_data_shape(arr.shape)
+    # Keep integer data unscaled so that "same dtype" means same stored values.
+    header["scl_slope"] = np.nan
+    header["scl_inter"] = np.nan
+    img = nb.Nifti1Image(arr, reference.affine, header)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    nb.save(img, str(tmp))
+    if mode is not None:
+        os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return path
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (used for provenance and resume checks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def voxel_sizes(img: nb.spatialimages.SpatialImage) -> np.ndarray:
+    """Voxel sizes in mm of the first three axes, from the affine."""
+    return np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))

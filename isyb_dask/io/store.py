@@ -1,0 +1,337 @@
+"""The results store: one zarr v3 store with one group per stage, read with xarray.
+
+Layout (``OUT_DIR/results.zarr``; open a group with ``xr.open_zarr(path, group=NAME)``):
+
+=============== ============================== =============================================
+group           dims                           variables
+=============== ============================== =============================================
+participants    subject                        status, error, exclusion_*, database,
+                                               demographics from participants.tsv
+deface          subject, template              nmi, face_voxels_changed, ...
+qc_anat         subject                        one variable per T1w IQM
+qc_func         subject                        one variable per BOLD IQM
+surface         subject, metric, vertex        value (float32), missing (reason per metric)
+group           metric, vertex                 mean, sd, n, mask (written by the group step)
+stats           (various)                      ANOVA and post-hoc tables, vertex-wise maps
+=============== ============================== =============================================
+
+Writing protocol (many writers, one store):
+
+1. The runner creates every per-subject group once, before any task runs, from a lazy
+   template (:func:`init_store`): only metadata and coordinates are written, data variables
+   are filled with their fill values (NaN, ``"pending"``).
+2. Each subject task writes only its own region along ``subject``
+   (:func:`write_subject`). Per-subject variables are chunked with ``subject: 1``, so no two
+   tasks ever touch the same chunk; zarr's local store writes each chunk file atomically
+   (temporary file + rename), so a reader never sees a torn chunk.
+3. Metadata is consolidated once, at the end of the run (:func:`consolidate`). Readers during
+   a run see either the fill value or a subject's complete values.
+
+Chunk sizes: scalar variables 1 subject (8 bytes per chunk, one file per subject and
+variable); ``surface/value`` ``(1, n_metrics, 64984)`` float32 = 3.4 MB per chunk (13 metrics),
+which suits both per-subject writes and group reductions that stream subjects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+__all__ = [
+    "STORE_NAME",
+    "SUBJECT_GROUPS",
+    "DEFACE_VARIABLES",
+    "PARTICIPANT_STATUS_VARIABLES",
+    "init_store",
+    "store_matches",
+    "write_subject",
+    "open_group",
+    "write_group",
+    "update_participants",
+    "consolidate",
+    "list_groups",
+]
+
+STORE_NAME = "results.zarr"
+SUBJECT_GROUPS = ("participants", "deface", "qc_anat", "qc_func", "surface")
+DEFACE_VARIABLES = (
+    "nmi",
+    "face_voxels_changed",
+    "brain_voxels_changed",
+    "registration_metric",
+    "seconds",
+    "transform_plausible",
+)
+PARTICIPANT_STATUS_VARIABLES = (
+    "status",
+    "error",
+    "exclusion_reason",
+    "exclusion_rule",
+    "exclusion_metric",
+    "database",
+)
+
+_ATTRS = {
+    "nmi": ("normalized mutual information of original and removed face", "1"),
+    "face_voxels_changed": ("voxels changed by face masking", "voxels"),
+    "brain_voxels_changed": ("voxels inside the dilated brain mask changed (must be 0)", "voxels"),
+    "registration_metric": ("final Mattes mutual information of template-to-subject registration", "1"),
+    "seconds": ("wall time of registration, masking and NMI", "s"),
+    "transform_plausible": ("1 if the affine passed the scale/shear plausibility check", "1"),
+}
+
+
+def _obj(values: Sequence[str]) -> np.ndarray:
+    """String array as object dtype (zarr v3 variable-length UTF-8, no unstable dtype)."""
+    return np.array([str(v) for v in values], dtype=object)
+
+
+@contextlib.contextmanager
+def _silence():
+    """Hide zarr's notes that consolidated metadata is an extension of the v3 format."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+        yield
+
+
+def _scalar_block(name: str, subjects: np.ndarray, variables: Sequence[str], extra_dims=None) -> xr.Dataset:
+    import dask.array as da
+
+    n = len(subjects)
+    data_vars = {}
+    for var in variables:
+        if extra_dims is None:
+            arr = da.full((n,), np.nan, dtype=np.float64, chunks=(1,))
+            dims: tuple[str, ...] = ("subject",)
+        else:
+            dim, size = extra_dims
+            arr = da.full((n, size), np.nan, dtype=np.float64, chunks=(1, size))
+            dims = ("subject", dim)
+        long_name, units = _ATTRS.get(var, (var, ""))
+        data_vars[var] = xr.Variable(dims, arr, attrs={"long_name": long_name, "units": units})
+    return xr.Dataset(data_vars, coords={"subject": _obj(subjects)})
+
+
+def init_store(
+    store_path: str | os.PathLike[str],
+    subjects: Sequence[str],
+    *,
+    templates: Sequence[str],
+    anat_iqms: Sequence[str],
+    func_iqms: Sequence[str],
+    surface_metrics: Sequence[str],
+    hemi: Sequence[str],
+    participants: pd.DataFrame | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Create the per-subject groups of a new store (metadata and fill values only).
+
+    Parameters
+    ----------
+    store_path
+        Path of ``results.zarr`` (must not exist yet).
+    subjects
+        Subject labels (``sub-0001``...), the ``subject`` coordinate of every group.
+    templates, anat_iqms, func_iqms, surface_metrics
+        Coordinates / variable names of the ``deface``, ``qc_anat``, ``qc_func`` and
+        ``surface`` groups.
+    hemi
+        ``"L"``/``"R"`` label of every surface vertex (its length is the vertex count).
+    participants
+        Demographics indexed by subject; numeric columns are stored as float, others as text.
+    attrs
+        Store-level attributes (software version, config, BIDS dataset), kept on every group.
+    """
+    import dask.array as da
+
+    path = Path(store_path)
+    subj = np.asarray(list(subjects))
+    n = len(subj)
+    common = {k: (v if isinstance(v, (str, int, float)) else str(v)) for k, v in (attrs or {}).items()}
+    with _silence():
+        zarr.open_group(str(path), mode="w", zarr_format=3, attributes=common)
+        # participants
+        pvars: dict[str, xr.Variable] = {}
+        for var in PARTICIPANT_STATUS_VARIABLES:
+            fill = "pending" if var == "status" else ""
+            pvars[var] = xr.Variable(("subject",), _obj([fill] * n))
+        if participants is not None and len(participants.columns):
+            frame = participants.reindex(subj)
+            for col in frame.columns:
+                if col in pvars:
+                    continue
+                numeric = pd.to_numeric(frame[col], errors="coerce")
+                if numeric.notna().sum() == frame[col].replace("", np.nan).notna().sum() and numeric.notna().any():
+                    pvars[col] = xr.Variable(("subject",), numeric.to_numpy(dtype=float))
+                else:
+                    pvars[col] = xr.Variable(("subject",), _obj(frame[col].fillna("").astype(str)))
+        part = xr.Dataset(pvars, coords={"subject": _obj(subj)}, attrs=common)
+        enc = {v: {"chunks": (1,)} for v in part.data_vars}
+        part.to_zarr(path, group="participants", mode="w", zarr_format=3, consolidated=False, encoding=enc)
+
+        deface = _scalar_block("deface", subj, DEFACE_VARIABLES, ("template", len(templates)))
+        deface = deface.assign_coords(template=_obj(templates))
+        deface.attrs.update(common)
+        deface.to_zarr(path, group="deface", mode="w", zarr_format=3, consolidated=False, compute=False)
+
+        for group, names in (("qc_anat", anat_iqms), ("qc_func", func_iqms)):
+            ds = _scalar_block(group, subj, names)
+            ds.attrs.update(common)
+            ds.to_zarr(path, group=group, mode="w", zarr_format=3, consolidated=False, compute=False)
+
+        n_metrics, n_vertex = len(surface_metrics), len(hemi)
+        value = da.full((n, n_metrics, n_vertex), np.nan, dtype=np.float32, chunks=(1, n_metrics, n_vertex))
+        surf = xr.Dataset(
+            {
+                "value": xr.Variable(
+                    ("subject", "metric", "vertex"),
+                    value,
+                    attrs={"long_name": "per-subject vertex-wise metric on fsLR 32k"},
+                ),
+                "missing": xr.Variable(
+                    ("subject", "metric"), np.full((n, n_metrics), "", dtype=object)
+                ),
+            },
+            coords={
+                "subject": _obj(subj),
+                "metric": _obj(surface_metrics),
+                "vertex": np.arange(n_vertex, dtype=np.int32),
+                "hemi": ("vertex", _obj(hemi)),
+            },
+            attrs=common,
+        )
+        surf.to_zarr(
+            path,
+            group="surface",
+            mode="w",
+            zarr_format=3,
+            consolidated=False,
+            compute=False,
+            encoding={"value": {"fill_value": np.nan}, "missing": {"chunks": (1, n_metrics)}},
+        )
+    return path
+
+
+def store_matches(
+    store_path: str | os.PathLike[str], subjects: Sequence[str], templates: Sequence[str]
+) -> bool:
+    """True if an existing store has exactly these subjects and templates (resumable)."""
+    path = Path(store_path)
+    if not path.exists():
+        return False
+    try:
+        with _silence():
+            part = xr.open_zarr(path, group="participants", consolidated=False)
+            deface = xr.open_zarr(path, group="deface", consolidated=False)
+            for g in SUBJECT_GROUPS:
+                xr.open_zarr(path, group=g, consolidated=False)
+    except Exception:
+        return False
+    return list(part["subject"].values) == list(subjects) and list(deface["template"].values) == list(templates)
+
+
+def write_subject(
+    store_path: str | os.PathLike[str], group: str, subject: str, values: Mapping[str, Any]
+) -> None:
+    """Write one subject's values into its own region of a per-subject group.
+
+    Parameters
+    ----------
+    store_path
+        ``results.zarr``.
+    group
+        One of :data:`SUBJECT_GROUPS`.
+    subject
+        Subject label; must be in the store's ``subject`` coordinate.
+    values
+        ``{variable: value}``. Scalars for ``participants``/``qc_*``; arrays over
+        ``template`` for ``deface``; ``value`` (metric x vertex) and ``missing`` (metric)
+        for ``surface``. Variables not in the group are ignored (the per-subject JSON
+        artefact keeps everything).
+    """
+    path = Path(store_path)
+    with _silence():
+        current = xr.open_zarr(path, group=group, consolidated=False)
+        subjects = list(current["subject"].values)
+        if subject not in subjects:
+            raise KeyError(f"{subject} is not in the store's subject coordinate")
+        idx = subjects.index(subject)
+        data_vars = {}
+        for var, val in values.items():
+            if var not in current.data_vars:
+                continue
+            dims = current[var].dims
+            arr = np.asarray(val)
+            if current[var].dtype.kind in "OUT":
+                arr = np.asarray(arr, dtype=object).astype(str).astype(object)
+            else:
+                arr = arr.astype(current[var].dtype)
+            data_vars[var] = (dims, arr.reshape((1,) + current[var].shape[1:]))
+        if not data_vars:
+            return
+        ds = xr.Dataset(data_vars)
+        ds.to_zarr(
+            path,
+            group=group,
+            region={"subject": slice(idx, idx + 1)},
+            mode="r+",
+            consolidated=False,
+        )
+
+
+def open_group(store_path: str | os.PathLike[str], name: str) -> xr.Dataset:
+    """Open one group lazily (dask-backed)."""
+    with _silence():
+        return xr.open_zarr(Path(store_path), group=name, consolidated=None)
+
+
+def list_groups(store_path: str | os.PathLike[str]) -> list[str]:
+    """Names of the groups present in the store."""
+    root = zarr.open_group(str(store_path), mode="r")
+    return sorted(name for name, _ in root.groups())
+
+
+def write_group(
+    store_path: str | os.PathLike[str], name: str, ds: xr.Dataset, *, encoding: Mapping | None = None
+) -> None:
+    """Replace a whole group (used by the group step for ``group`` and ``stats``).
+
+    String variables and coordinates are converted to variable-length UTF-8.
+    """
+    ds = ds.copy()
+    for var in list(ds.variables):
+        if ds[var].dtype.kind in "UT":
+            ds[var] = ds[var].astype(object)
+    with _silence():
+        ds.to_zarr(
+            Path(store_path),
+            group=name,
+            mode="w",
+            zarr_format=3,
+            consolidated=False,
+            encoding=dict(encoding or {}),
+        )
+
+
+def update_participants(
+    store_path: str | os.PathLike[str], subject_values: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Set ``participants`` variables of some subjects (exclusion results, database split)."""
+    for subject, values in subject_values.items():
+        write_subject(store_path, "participants", subject, values)
+
+
+def consolidate(store_path: str | os.PathLike[str]) -> None:
+    """Consolidate the store's metadata once (end of a run or of the group step)."""
+    with _silence():
+        zarr.consolidate_metadata(str(store_path))

@@ -1,0 +1,291 @@
+"""The per-subject task: run every participant-level stage, persist, write the store region.
+
+One Dask task per subject receives a :class:`~isyb_dask.io.bids.SubjectInputs` (paths and
+small metadata), the run configuration and output locations, never image arrays. It
+
+1. runs the stages in order (deface -> qc_anat -> qc_func -> metrics); a stage that fails
+   records its error and the others still run where they can;
+2. writes a per-subject result artefact ``sub-X/sub-X_desc-isyb_results.json`` (+ the surface
+   values ``sub-X/sub-X_desc-surface_values.npy``) next to the BIDS derivatives: the store can
+   always be rebuilt from these, and their presence with matching input checksums and config
+   hash is what makes a re-run skip the subject;
+3. writes its own region of every per-subject group of ``results.zarr``.
+
+Expected problems (:class:`~isyb_dask.errors.IsybError`) become one-line messages;
+anything else becomes ``"<stage>: <Type>: <message>"`` with the traceback in the subject's log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from isyb_dask import __version__
+from isyb_dask.config import RunConfig
+from isyb_dask.errors import IsybError
+from isyb_dask.io import store as results_store
+from isyb_dask.io.bids import SubjectInputs, missing_metadata
+from isyb_dask.io.derivatives import write_json
+from isyb_dask.io.nifti import file_sha256
+
+__all__ = ["SubjectJob", "process_subject", "result_path", "load_result", "is_complete", "store_result"]
+
+RESULT_SCHEMA = "1"
+
+
+@dataclass(frozen=True)
+class SubjectJob:
+    """What one subject task needs: inputs, configuration and where to write."""
+
+    inputs: SubjectInputs
+    config: RunConfig
+    out_dir: Path
+    store_path: Path
+    templates: tuple[Any, ...]
+    atlas: Any
+    config_digest: str
+
+
+def result_path(out_dir: Path, subject: str) -> Path:
+    """Path of a subject's result artefact."""
+    return Path(out_dir) / subject / f"{subject}_desc-isyb_results.json"
+
+
+def surface_values_path(out_dir: Path, subject: str) -> Path:
+    """Path of a subject's surface values (metric x vertex, float32 ``.npy``)."""
+    return Path(out_dir) / subject / f"{subject}_desc-surface_values.npy"
+
+
+def load_result(out_dir: Path, subject: str) -> dict[str, Any] | None:
+    """The subject's result artefact, or None if absent or unreadable."""
+    path = result_path(out_dir, subject)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def input_checksums(inputs: SubjectInputs) -> dict[str, str]:
+    """SHA-256 of every input file of the subject (keys are file names)."""
+    return {p.name: file_sha256(p) for p in inputs.input_files()}
+
+
+def is_complete(out_dir: Path, inputs: SubjectInputs, config_digest: str) -> bool:
+    """True if the subject finished before with the same inputs, config and software."""
+    result = load_result(out_dir, inputs.subject)
+    if result is None or result.get("schema") != RESULT_SCHEMA:
+        return False
+    if result.get("config_digest") != config_digest or result.get("version") != __version__:
+        return False
+    if result.get("inputs") != input_checksums(inputs):
+        return False
+    if "value" in result.get("stores", {}) and not surface_values_path(out_dir, inputs.subject).exists():
+        return False
+    return True
+
+
+def _subject_logger(out_dir: Path, subject: str) -> tuple[logging.Logger, logging.Handler]:
+    log_dir = Path(out_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(f"isyb.subject.{subject}.{os.getpid()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = logging.FileHandler(log_dir / f"{subject}.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger, handler
+
+
+def _message(stage: str, exc: BaseException) -> str:
+    if isinstance(exc, IsybError):
+        return f"{stage}: {exc}"
+    return f"{stage}: {type(exc).__name__}: {exc}"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
+    """Run the configured stages; return the result dict (errors included)."""
+    cfg = job.config
+    inp = job.inputs
+    result: dict[str, Any] = {"errors": {}, "timings": {}, "notes": []}
+    problems = missing_metadata(inp)
+    if inp.t1w is None:
+        result["errors"]["inputs"] = "; ".join(problems)
+        return result
+    for problem in problems:
+        result["notes"].append(problem)
+        logger.warning(problem)
+    face_masks: list[Path] = []
+
+    def stage(name: str, fn, *args, **kwargs):
+        if name not in cfg.stages:
+            return None
+        t0 = time.perf_counter()
+        logger.info("start %s", name)
+        try:
+            out = fn(*args, **kwargs)
+        except Exception as exc:  # recorded per stage; other stages go on
+            result["errors"][name] = _message(name, exc)
+            logger.error("%s failed: %s\n%s", name, exc, traceback.format_exc())
+            out = None
+        result["timings"][name] = round(time.perf_counter() - t0, 3)
+        logger.info("end %s (%.1f s)", name, result["timings"][name])
+        return out
+
+    if "deface" in cfg.stages:
+        from isyb_dask.deface.stage import run_deface
+
+        out = stage("deface", run_deface, inp.t1w, inp.subject, list(job.templates), cfg.deface, job.out_dir, job.atlas)
+        if out is not None:
+            result["deface"] = out.get("templates", {})
+            face_masks = [Path(p) for p in out.get("face_masks", {}).values()]
+    if "qc_anat" in cfg.stages:
+        from isyb_dask.qc.anat_stage import run_qc_anat
+
+        out = stage("qc_anat", run_qc_anat, inp.t1w, inp.subject, cfg.qc, job.out_dir, job.atlas, exclude_masks=face_masks)
+        if out is not None:
+            result["qc_anat"] = out
+    if "qc_func" in cfg.stages and inp.bold is not None:
+        if "RepetitionTime" not in inp.bold_meta:
+            result["errors"]["qc_func"] = f"qc_func: {inp.bold.name}: missing sidecar field RepetitionTime"
+        else:
+            from isyb_dask.qc.func_stage import run_qc_func
+
+            out = stage("qc_func", run_qc_func, inp.bold, inp.bold_meta, inp.subject, cfg.qc, job.out_dir)
+            if out is not None:
+                result["qc_func"] = out
+    if "metrics" in cfg.stages:
+        from isyb_dask.metrics.stage import run_metrics
+
+        out = stage("metrics", run_metrics, inp, cfg.metrics, job.out_dir, job.atlas)
+        if out is not None:
+            values = np.asarray(out["values"], dtype=np.float32)
+            path = surface_values_path(job.out_dir, inp.subject)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+            with open(tmp, "wb") as fh:
+                np.save(fh, values)
+            os.replace(tmp, path)
+            result["surface_missing"] = dict(out.get("missing", {}))
+            result["stores"] = {"value": path.name}
+    return result
+
+
+def store_result(store_path: Path, out_dir: Path, subject: str, result: dict[str, Any], *,
+                 templates: Sequence[str], surface_metrics: Sequence[str]) -> None:
+    """Write one subject's artefact into its regions of the store."""
+    errors = result.get("errors", {})
+    status = "failed" if errors else "ok"
+    results_store.write_subject(
+        store_path,
+        "participants",
+        subject,
+        {"status": status, "error": "; ".join(errors.values())},
+    )
+    deface = result.get("deface") or {}
+    if deface:
+        values: dict[str, list[float]] = {}
+        for var in results_store.DEFACE_VARIABLES:
+            row = []
+            for name in templates:
+                val = (deface.get(name) or {}).get(var)
+                row.append(np.nan if val is None else float(val))
+            values[var] = row
+        results_store.write_subject(store_path, "deface", subject, values)
+    for group in ("qc_anat", "qc_func"):
+        vals = result.get(group) or {}
+        clean = {k: (np.nan if v is None else float(v)) for k, v in vals.items() if isinstance(v, (int, float, type(None), np.generic))}
+        if clean:
+            results_store.write_subject(store_path, group, subject, clean)
+    if "stores" in result:
+        values_arr = np.load(surface_values_path(out_dir, subject))
+        missing = result.get("surface_missing", {})
+        results_store.write_subject(
+            store_path,
+            "surface",
+            subject,
+            {"value": values_arr, "missing": [missing.get(m, "") for m in surface_metrics]},
+        )
+
+
+def process_subject(job: SubjectJob) -> dict[str, Any]:
+    """Dask task: process one subject end to end (see module docstring).
+
+    Returns
+    -------
+    dict
+        ``{"subject", "status", "error", "seconds"}`` for progress reporting.
+    """
+    from isyb_dask.pipeline.threads import limit_threads
+
+    inp = job.inputs
+    logger, handler = _subject_logger(job.out_dir, inp.subject)
+    t0 = time.perf_counter()
+    try:
+        with limit_threads(job.config.task_threads):
+            result = _run_stages(job, logger)
+        try:
+            checksums = input_checksums(inp)
+        except OSError as exc:
+            checksums = {}
+            result["errors"]["inputs"] = f"inputs: {exc}"
+        result.update(
+            schema=RESULT_SCHEMA,
+            subject=inp.subject,
+            version=__version__,
+            config_digest=job.config_digest,
+            inputs=checksums,
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+        result["status"] = "failed" if result["errors"] else "ok"
+        payload = _jsonable(result)
+        write_json(result_path(job.out_dir, inp.subject), payload)
+        store_result(
+            job.store_path,
+            job.out_dir,
+            inp.subject,
+            payload,
+            templates=[t.name for t in job.templates],
+            surface_metrics=_surface_metrics(),
+        )
+        logger.info("subject %s: %s in %.1f s", inp.subject, result["status"], result["seconds"])
+        return {
+            "subject": inp.subject,
+            "status": result["status"],
+            "error": "; ".join(result["errors"].values()),
+            "seconds": result["seconds"],
+        }
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _surface_metrics() -> tuple[str, ...]:
+    from isyb_dask.metrics.names import SURFACE_METRICS
+
+    return tuple(SURFACE_METRICS)
+

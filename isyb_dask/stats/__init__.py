@@ -1,0 +1,1 @@
+"""isyb_dask.stats subpackage."""

@@ -1,0 +1,69 @@
+"""Safe NIfTI loading: each kind of broken file gives an InputError naming the problem."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from isyb_dask.errors import InputError
+from isyb_dask.io.nifti import load_image, save_like
+
+
+def _img(tmp_path, data, name="img.nii.gz", affine=None):
+    path = tmp_path / name
+    nb.save(nb.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def test_good_image_round_trip(tmp_path):
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    img = load_image(_img(tmp_path, data), ndim=3)
+    out = save_like(np.asarray(img.dataobj) + 0.4, img, tmp_path / "o" / "x.nii.gz")
+    back = nb.load(str(out))
+    assert back.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(np.asarray(back.dataobj), data)
+    np.testing.assert_allclose(back.affine, img.affine)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_bytes(b"this is not an image at all" * 20), "not a readable NIfTI"),
+        (lambda p: p.write_bytes(gzip.compress(b"\x00" * 100)), "not a readable NIfTI"),
+    ],
+)
+def test_garbage_files(tmp_path, make, message):
+    path = tmp_path / "bad.nii.gz"
+    make(path)
+    with pytest.raises(InputError, match=message):
+        load_image(path)
+
+
+def test_truncated(tmp_path):
+    path = _img(tmp_path, np.random.default_rng(0).normal(size=(20, 20, 20)).astype(np.float32))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        load_image(path)
+
+
+def test_wrong_dims_nonfinite_constant_geometry(tmp_path):
+    with pytest.raises(InputError, match="wrong dimensionality"):
+        load_image(_img(tmp_path, np.ones((4, 4, 4, 3), np.float32) * np.arange(3)), ndim=3)
+    with pytest.raises(InputError, match="no finite values"):
+        load_image(_img(tmp_path, np.full((4, 4, 4), np.nan, np.float32), "n.nii.gz"))
+    with pytest.raises(InputError, match="constant image"):
+        load_image(_img(tmp_path, np.zeros((4, 4, 4), np.float32), "z.nii.gz"))
+    # A singular sform (srow_z zeroed in the header bytes, as a broken converter might write).
+    path = _img(tmp_path, np.arange(64, dtype=np.float32).reshape(4, 4, 4), "g.nii")
+    raw = bytearray(path.read_bytes())
+    raw[312:328] = bytes(16)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="implausible geometry"):
+        load_image(path)
+    with pytest.raises(InputError, match="does not exist"):
+        load_image(tmp_path / "missing.nii.gz")
