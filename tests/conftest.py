@@ -20,3 +20,37 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not available")
     return SHARED_DATA
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """A tiny generated study run end to end once per session (both levels).
+
+    Four good subjects (short BOLD), one corrupt and one truncated T1w, two templates (the
+    built-in one and the same head given by path without a face mask, which exercises the
+    carried-over mask). Returns a dict with paths, exit code and input checksums.
+    """
+    from isyb_dask.cli.main import main
+    from isyb_dask.synth.cohort import generate_study
+
+    root = tmp_path_factory.mktemp("demo")
+    bids = generate_study(root / "bids", 6, "chinese", seed=7, bold_volumes=30)
+    anat = bids / "sub-0005" / "anat" / "sub-0005_T1w.nii.gz"
+    anat.write_bytes(b"corrupted by a bad transfer" * 100)
+    anat6 = bids / "sub-0006" / "anat" / "sub-0006_T1w.nii.gz"
+    anat6.write_bytes(anat6.read_bytes()[:20000])
+    before = {p: _sha(p) for p in bids.rglob("*") if p.is_file()}
+    from isyb_dask.atlas import builtin_head_paths
+
+    head, _ = builtin_head_paths()
+    out = root / "out"
+    args = [str(bids), str(out), "participant", "group", "--workers", "2",
+            "--template", f"Western2={head}"]
+    code = main(["run", *args])
+    return {"bids": bids, "out": out, "args": args, "code": code, "checksums": before}

@@ -37,6 +37,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-removed-face", "--keep_removed_face", action="store_true", default=None,
                    help="also write original minus defaced (face-bearing; file mode 0600)")
     g.add_argument("--cache-dir", "--cache_dir", type=Path, help="reference atlas cache")
+    g.add_argument("--surface-derivatives", "--surface_derivatives", type=Path,
+                   help="FreeSurfer/ciftify derivatives with CT, SA and LGI on fsLR 32k")
     g = p.add_argument_group("performance (Dask cluster)")
     g.add_argument("--cluster", choices=("local", "slurm", "pbs", "sge", "lsf"), default="local")
     g.add_argument("--workers", type=int, help="LocalCluster worker processes (default: cores)")
@@ -61,11 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", "--voxel_size", type=float, default=2.0, help="T1w voxel size in mm")
     p.add_argument("--first-index", "--first_index", type=int, default=1, help="label of the first subject")
     p.add_argument("--snr", type=float, help="T1w signal-to-noise ratio (default: the generator's)")
+    p.add_argument("--modalities", nargs="+", choices=("anat", "func", "dwi", "perf"),
+                   default=("anat", "func", "dwi", "perf"))
+    p.add_argument("--bold-volumes", "--bold_volumes", type=int, help="BOLD length (default 80)")
+    p.add_argument("--orientation", help="storage orientation of every image, e.g. LAS, LIA")
 
     p = sub.add_parser("run", help="run the pipeline on a BIDS dataset (BIDS-App)")
     p.add_argument("bids_dir", type=Path)
     p.add_argument("out_dir", type=Path)
-    p.add_argument("analysis_level", nargs="*", choices=("participant", "group"),
+    p.add_argument("analysis_level", nargs="*", metavar="{participant,group}",
                    help="participant and/or group (default: both)")
     _add_run_options(p)
 
@@ -124,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         args.config,
         deface__method=args.deface_method,
         deface__keep_removed_face=args.keep_removed_face,
+        metrics__surface_derivatives=str(args.surface_derivatives) if args.surface_derivatives else None,
         cache_dir=str(args.cache_dir) if args.cache_dir else None,
         task_threads=args.threads_per_worker,
     )
@@ -132,6 +139,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.template_config:
         cfg = cfg.replace(template_config=str(args.template_config))
     levels = tuple(args.analysis_level) or ("participant", "group")
+    bad = [lvl for lvl in levels if lvl not in ("participant", "group")]
+    if bad:
+        raise IsybError(f"analysis level must be 'participant' and/or 'group', got {bad}")
     summary = run_pipeline(
         args.bids_dir,
         args.out_dir,
@@ -157,7 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from isyb_dask.synth.cohort import generate_study
 
             generate_study(args.out_dir, args.subjects, args.population, args.seed, args.voxel_size,
-                           first_index=args.first_index, snr=args.snr)
+                           first_index=args.first_index, snr=args.snr,
+                           modalities=tuple(args.modalities), bold_volumes=args.bold_volumes,
+                           orientation=args.orientation)
             print(f"[isyb] wrote {args.subjects} {args.population} subjects to {args.out_dir}")
             return 0
         if args.command == "run":

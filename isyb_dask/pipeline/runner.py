@@ -82,16 +82,16 @@ def _participants_frame(table: pd.DataFrame, subjects: Sequence[str]) -> pd.Data
 
 
 def _store_layout() -> dict[str, Any]:
-    from isyb_dask.metrics.fslr import vertex_hemispheres
+    from isyb_dask.metrics.fslr import N_VERTICES_HEMI
     from isyb_dask.metrics.names import SURFACE_METRICS
-    from isyb_dask.qc.anat_iqms import ANAT_IQM_NAMES
-    from isyb_dask.qc.func_iqms import FUNC_IQM_NAMES
+    from isyb_dask.qc.anat_iqms import ANAT_IQMS
+    from isyb_dask.qc.func_stage import IQM_NAMES as FUNC_IQMS
 
     return {
-        "anat_iqms": list(ANAT_IQM_NAMES),
-        "func_iqms": list(FUNC_IQM_NAMES),
+        "anat_iqms": list(ANAT_IQMS),
+        "func_iqms": list(FUNC_IQMS),
         "surface_metrics": list(SURFACE_METRICS),
-        "hemi": list(vertex_hemispheres()),
+        "hemi": ["L"] * N_VERTICES_HEMI + ["R"] * N_VERTICES_HEMI,
     }
 
 
@@ -196,7 +196,7 @@ def run_participant_level(
             link = getattr(client, "dashboard_link", None)
             if link:
                 prog.message(f"Dask dashboard: {link}")
-            resources = task_resources("subject")
+            resources = task_resources("participant")
             futures = [
                 client.submit(
                     process_subject,

@@ -17,6 +17,7 @@ anything else becomes ``"<stage>: <Type>: <message>"`` with the traceback in the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from isyb_dask.errors import IsybError
 from isyb_dask.io import store as results_store
 from isyb_dask.io.bids import SubjectInputs, missing_metadata
 from isyb_dask.io.derivatives import write_json
-from isyb_dask.io.nifti import file_sha256
+from isyb_dask.io.nifti import file_sha256, load_image
 
 __all__ = ["SubjectJob", "process_subject", "result_path", "load_result", "is_complete", "store_result"]
 
@@ -127,15 +128,39 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def _with_threads(section: Any, threads: int) -> Any:
+    """A stage config with its ``threads`` set to the task's share of the worker."""
+    if any(f.name == "threads" for f in dataclasses.fields(section)):
+        return dataclasses.replace(section, threads=threads)
+    return section
+
+
 def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
-    """Run the configured stages; return the result dict (errors included)."""
-    cfg = job.config
+    """Run the configured stages; return the result dict (errors included).
+
+    The T1w is checked once first: if it is missing or unreadable the subject fails with that
+    one message, and only the stages that do not need it (BOLD QC) still run.
+    """
+    run_cfg = job.config
+    threads = run_cfg.task_threads
+    cfg = dataclasses.replace(
+        run_cfg,
+        deface=_with_threads(run_cfg.deface, threads),
+        qc=_with_threads(run_cfg.qc, threads),
+        metrics=_with_threads(run_cfg.metrics, threads),
+    )
     inp = job.inputs
     result: dict[str, Any] = {"errors": {}, "timings": {}, "notes": []}
     problems = missing_metadata(inp)
+    t1w_ok = inp.t1w is not None
     if inp.t1w is None:
-        result["errors"]["inputs"] = "; ".join(problems)
-        return result
+        result["errors"]["inputs"] = "; ".join(p for p in problems if "T1w" in p)
+    else:
+        try:
+            load_image(inp.t1w, ndim=3)
+        except IsybError as exc:
+            result["errors"]["inputs"] = str(exc)
+            t1w_ok = False
     for problem in problems:
         result["notes"].append(problem)
         logger.warning(problem)
@@ -156,14 +181,14 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
         logger.info("end %s (%.1f s)", name, result["timings"][name])
         return out
 
-    if "deface" in cfg.stages:
+    if "deface" in cfg.stages and t1w_ok:
         from isyb_dask.deface.stage import run_deface
 
         out = stage("deface", run_deface, inp.t1w, inp.subject, list(job.templates), cfg.deface, job.out_dir, job.atlas)
         if out is not None:
             result["deface"] = out.get("templates", {})
             face_masks = [Path(p) for p in out.get("face_masks", {}).values()]
-    if "qc_anat" in cfg.stages:
+    if "qc_anat" in cfg.stages and t1w_ok:
         from isyb_dask.qc.anat_stage import run_qc_anat
 
         out = stage("qc_anat", run_qc_anat, inp.t1w, inp.subject, cfg.qc, job.out_dir, job.atlas, exclude_masks=face_masks)
@@ -178,7 +203,7 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
             out = stage("qc_func", run_qc_func, inp.bold, inp.bold_meta, inp.subject, cfg.qc, job.out_dir)
             if out is not None:
                 result["qc_func"] = out
-    if "metrics" in cfg.stages:
+    if "metrics" in cfg.stages and t1w_ok:
         from isyb_dask.metrics.stage import run_metrics
 
         out = stage("metrics", run_metrics, inp, cfg.metrics, job.out_dir, job.atlas)

@@ -56,7 +56,13 @@ class QCConfig:
     sd_direction: str = "both"
     anat_sd_metrics: tuple[str, ...] = ("snr_total", "fber", "cnr", "efc", "fwhm_avg")
     func_sd_metrics: tuple[str, ...] = (
-        "snr", "fber", "efc", "fwhm_avg", "fd_mean", "dvars_std", "gcor",
+        "snr",
+        "fber",
+        "efc",
+        "fwhm_avg",
+        "fd_mean",
+        "dvars_std",
+        "gcor",
     )
     seed: int = 20220531
     threads: int = 1

@@ -1,1 +1,4 @@
-"""isyb_dask.synth subpackage."""
+"""Synthetic ISYB-like BIDS study with ground truth (``isyb synth``).
+
+Entry point: :func:`isyb_dask.synth.cohort.generate_study`. See docs/synth.md.
+"""

@@ -1,0 +1,428 @@
+"""Group mean, SD and count maps of the surface metrics, computed from the store with Dask.
+
+The per-subject vertex data live in the store's ``surface`` group (variable ``value`` over
+``subject, metric, vertex``, one subject per chunk). The group step never loads all subjects
+into one process: each Dask task streams a block of subjects, one stored chunk at a time,
+into additive sums of the *shifted* data (``n``, ``S1 = sum(x - K)``, ``S2 = sum((x - K)^2)``,
+finite values only, float64 totals), chained per parallel stream (see
+:func:`store_moments`), and the streams' partials are added at the end. ``K`` is the mean
+of the first few included subjects, so ``M2 = S2 - S1^2 / n`` is free of catastrophic
+cancellation (the shifted-data algorithm, Chan, Golub & LeVeque 1983). Memory is bounded by
+one accumulator (~20 MB) and one chunk per stream whatever the number of subjects, and every
+chunk is read once (plus the first few once more for ``K``). ``mean = K + S1 / n``,
+``sd = sqrt(M2 / (n - 1))`` (ddof 1).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "compute_group_maps",
+    "default_streams",
+    "group_moments",
+    "included_subjects",
+    "moments_from_sums",
+    "run_group_maps",
+    "store_moments",
+]
+
+
+def _open(store_path: str | os.PathLike[str], name: str) -> xr.Dataset:
+    try:
+        from isyb_dask.io.store import open_group  # the runner's store module
+    except ImportError:
+        return xr.open_zarr(str(store_path), group=name, consolidated=False)
+    return open_group(store_path, name)
+
+
+def included_subjects(store_path: str | os.PathLike[str], subjects: np.ndarray) -> np.ndarray:
+    """Boolean mask of ``subjects`` whose participants ``status`` is ``"ok"``.
+
+    Parameters
+    ----------
+    store_path
+        ``results.zarr``.
+    subjects
+        Subject labels of the ``surface`` group.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_subjects,) bool``. Subjects absent from ``participants`` are excluded; when the
+        store has no ``participants`` group (or no ``status``), every subject is included.
+    """
+    try:
+        part = _open(store_path, "participants")
+    except (FileNotFoundError, KeyError, OSError, ValueError):
+        return np.ones(len(subjects), dtype=bool)
+    if "status" not in part:
+        return np.ones(len(subjects), dtype=bool)
+    status = part["status"].load()
+    ok = {str(s) for s, v in zip(status["subject"].values, status.values) if str(v) == "ok"}
+    return np.array([str(s) in ok for s in subjects], dtype=bool)
+
+
+def _block_sums(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(k, m, v) block -> (1, 3, m, v) float64 additive partials (n, S1, S2) of x - shift.
+
+    Differences and squares are formed in the input precision (float32 for the store;
+    exact enough once shifted), sums are accumulated in float64.
+    """
+    fin = np.isfinite(x)
+    work = np.result_type(x.dtype, np.float32)
+    d = np.subtract(x, shift.astype(work), dtype=work)
+    np.copyto(d, 0.0, where=~fin)
+    out = np.empty((1, 3) + x.shape[1:], dtype=np.float64)
+    out[0, 0] = np.add.reduce(fin, axis=0, dtype=np.int64)
+    out[0, 1] = np.add.reduce(d, axis=0, dtype=np.float64)
+    d *= d
+    out[0, 2] = np.add.reduce(d, axis=0, dtype=np.float64)
+    return out
+
+
+def group_moments(
+    value: da.Array, split_every: int = 4, subjects_per_task: int = 8
+) -> tuple[da.Array, da.Array]:
+    """Lazy shifted sums ``(n, S1, S2)`` over the subject axis, and the shift.
+
+    Parameters
+    ----------
+    value
+        Dask array ``(subject, metric, vertex)``; non-finite entries are ignored.
+    split_every
+        Fan-in of the tree reduction (each combine holds this many 19 MB partials).
+    subjects_per_task
+        Subjects per first-level task (storage chunks of one subject are merged); bounds
+        the memory per task (about ``subjects_per_task`` x 3.4 MB as float32, x3 while
+        computing in float64).
+
+    Returns
+    -------
+    sums
+        ``(3, metric, vertex)`` float64: count of finite values, ``sum(x - K)`` and
+        ``sum((x - K)^2)``.
+    shift
+        ``(metric, vertex)`` float64 ``K``: the mean of the first block of subjects
+        (0 where none is finite). With ``K`` close to the mean, the shifted-data formula
+        ``M2 = S2 - S1^2 / n`` does not suffer from cancellation.
+    """
+    if value.chunks[0] and max(value.chunks[0]) < subjects_per_task:
+        value = value.rechunk({0: subjects_per_task})
+    first = value.blocks[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        shift = da.nan_to_num(da.nanmean(first.astype(np.float64), axis=0, keepdims=True))
+    shift = shift.rechunk((1,) + value.chunks[1:])
+    parts = da.map_blocks(
+        _block_sums,
+        value,
+        shift,
+        chunks=((1,) * value.numblocks[0], (3,), *value.chunks[1:]),
+        new_axis=[1],
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0, 0), dtype=np.float64),
+    )
+    return parts.sum(axis=0, split_every=split_every), shift[0]
+
+
+def moments_from_sums(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(n, mean - K, M2)`` from computed shifted sums (``M2`` clipped at 0)."""
+    n, s1, s2 = sums
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dmean = np.where(n > 0, s1 / n, 0.0)
+        m2 = np.maximum(s2 - s1 * dmean, 0.0)
+    return n, dmean, m2
+
+
+class _Accumulator:
+    """Shifted sums of a stream of ``(m, v)`` subjects with preallocated buffers.
+
+    Subjects are added into float32 running sums (int32 counts) that are folded into the
+    float64 result every ``flush_every`` subjects; with shifted data the float32 rounding
+    of such short runs is ~1e-6 relative to the spread, below the float32 precision of the
+    stored values. Rounding across runs is float64.
+    """
+
+    def __init__(self, shape: tuple[int, ...], shift: np.ndarray, flush_every: int = 32):
+        self.shift = np.asarray(shift, dtype=np.float32)
+        self.total = np.zeros((3,) + tuple(shape))
+        self.n = np.zeros(shape, dtype=np.int32)
+        self.s1 = np.zeros(shape, dtype=np.float32)
+        self.s2 = np.zeros(shape, dtype=np.float32)
+        self.d = np.empty(shape, dtype=np.float32)
+        self.fin = np.empty(shape, dtype=bool)
+        self.flush_every = flush_every
+        self.pending = 0
+
+    def add(self, x: np.ndarray) -> None:
+        """Add one subject (non-finite values are ignored)."""
+        np.isfinite(x, out=self.fin)
+        np.subtract(x, self.shift, out=self.d, casting="unsafe")
+        np.copyto(self.d, 0.0, where=~self.fin)
+        self.n += self.fin
+        self.s1 += self.d
+        np.multiply(self.d, self.d, out=self.d)
+        self.s2 += self.d
+        self.pending += 1
+        if self.pending >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fold the float32 run into the float64 totals."""
+        if self.pending:
+            self.total[0] += self.n
+            self.total[1] += self.s1
+            self.total[2] += self.s2
+            for buf in (self.n, self.s1, self.s2):
+                buf.fill(0)
+            self.pending = 0
+
+    def result(self) -> np.ndarray:
+        """``(3, m, v)`` float64 ``(n, S1, S2)``."""
+        self.flush()
+        return self.total
+
+
+def _zarr_array(store_path: str, var_path: str):
+    import zarr
+
+    return zarr.open_array(store=str(store_path), path=var_path, mode="r")
+
+
+def _first_mean(store_path: str, var_path: str, rows: list[int]) -> np.ndarray:
+    """Shift ``K``: mean of the finite values of a few subjects (0 where none)."""
+    arr = _zarr_array(store_path, var_path)
+    acc = _Accumulator(tuple(arr.shape[1:]), np.zeros(arr.shape[1:], dtype=np.float32))
+    for r in rows:
+        acc.add(arr[r])
+    n, s1, _ = acc.result()
+    return np.divide(s1, n, out=np.zeros_like(s1), where=n > 0).astype(np.float32)
+
+
+def _leaf_sums(
+    store_path: str,
+    var_path: str,
+    rows: list[int],
+    shift: np.ndarray,
+    previous: np.ndarray | None = None,
+) -> np.ndarray:
+    """Stream some subjects (one chunk at a time) into shifted sums ``(3, m, v)``.
+
+    ``previous`` (the partial of the same stream's preceding task) is added to the result.
+    """
+    arr = _zarr_array(store_path, var_path)
+    acc = _Accumulator(tuple(arr.shape[1:]), shift)
+    for r in rows:
+        acc.add(arr[r])
+    out = acc.result()
+    if previous is not None:
+        out += previous
+    return out
+
+
+def default_streams() -> int:
+    """Number of parallel reduction streams: the threads of the active Dask cluster.
+
+    Returns
+    -------
+    int
+        Total worker threads of a ``distributed`` client if one is active, else Dask's
+        ``num_workers`` setting, else the CPU count.
+    """
+    try:
+        from distributed import get_client
+
+        client = get_client()
+        return max(1, sum(client.nthreads().values()))
+    except (ImportError, ValueError):
+        pass
+    return max(1, int(dask.config.get("num_workers", None) or os.cpu_count() or 1))
+
+
+def _add_parts(*parts: np.ndarray) -> np.ndarray:
+    out = parts[0].copy()
+    for p in parts[1:]:
+        out += p
+    return out
+
+
+def store_moments(
+    store_path: str | os.PathLike[str],
+    rows: np.ndarray,
+    *,
+    var_path: str = "surface/value",
+    subjects_per_task: int = 32,
+    n_streams: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shifted sums over the subjects ``rows`` of a zarr variable, by a Dask reduction.
+
+    The subjects are cut into blocks of ``subjects_per_task``; each task opens the zarr
+    array itself and streams its block one chunk at a time into a float64 accumulator (no
+    concatenation of chunks). Blocks are dealt round-robin to ``n_streams`` chains: each
+    task adds its block to the partial of the previous task of its chain, so at most
+    ``n_streams`` partials (~19 MB each for 13 x 64,984) exist at any time and the peak
+    memory does not depend on the number of subjects; the chains' results are added at the
+    end. The active Dask scheduler is used (a ``distributed`` client if one is set up).
+
+    Parameters
+    ----------
+    store_path
+        Zarr store on a file system every worker can read.
+    rows
+        Integer indices along the first (subject) axis.
+    var_path
+        Path of the array inside the store.
+    subjects_per_task
+        Subjects per task.
+    n_streams
+        Parallel chains; default :func:`default_streams`.
+
+    Returns
+    -------
+    sums
+        ``(3, metric, vertex)`` float64 ``(n, S1, S2)``.
+    shift
+        ``(metric, vertex)`` float32 shift ``K``.
+    """
+    store = str(store_path)
+    rows = [int(r) for r in rows]
+    n_streams = n_streams or default_streams()
+    shift = dask.delayed(_first_mean, pure=True)(store, var_path, rows[:8])
+    chains: list = [None] * n_streams
+    blocks = [rows[i : i + subjects_per_task] for i in range(0, len(rows), subjects_per_task)]
+    for b, block in enumerate(blocks):
+        k = b % n_streams
+        chains[k] = dask.delayed(_leaf_sums, pure=True)(store, var_path, block, shift, chains[k])
+    parts = [c for c in chains if c is not None]
+    total = dask.delayed(_add_parts, pure=True)(*parts)
+    sums, shift_v = dask.compute(total, shift)
+    return sums, shift_v
+
+
+def compute_group_maps(
+    surface: xr.Dataset,
+    include: np.ndarray,
+    *,
+    store_path: str | os.PathLike[str] | None = None,
+    subjects_per_task: int = 32,
+) -> xr.Dataset:
+    """Group mean, SD (ddof 1), count and group masks from a lazy ``surface`` dataset.
+
+    Parameters
+    ----------
+    surface
+        Dataset with ``value`` over ``(subject, metric, vertex)`` (Dask-backed).
+    include
+        Boolean mask over ``subject``.
+    store_path
+        When given, the sums are streamed from ``store_path/surface/value`` by
+        :func:`store_moments` (fast path); otherwise ``surface["value"]`` (any Dask or
+        numpy array) is reduced by :func:`group_moments`.
+    subjects_per_task
+        Subjects per leaf task.
+
+    Returns
+    -------
+    xr.Dataset
+        ``mean``, ``sd`` (float32, NaN where ``n < 1`` / ``n < 2``), ``n`` (int32) over
+        ``(metric, vertex)``; ``metric_mask`` (metric, vertex): every included subject has a
+        finite value; ``mask`` (vertex): ``metric_mask`` for every metric that has data in at
+        least one subject (the paper's group surface mask). Attribute ``n_included``.
+    """
+    value = surface["value"].isel(subject=np.flatnonzero(include))
+    n_inc = int(value.sizes["subject"])
+    n_metric, n_vertex = value.sizes["metric"], value.sizes["vertex"]
+    if n_inc == 0:
+        n = dmean = m2 = shift = np.zeros((n_metric, n_vertex))
+    elif store_path is not None:
+        sums, shift = store_moments(
+            store_path, np.flatnonzero(include), subjects_per_task=subjects_per_task
+        )
+        n, dmean, m2 = moments_from_sums(sums)
+    else:
+        data = value.data
+        if not isinstance(data, da.Array):
+            data = da.from_array(np.asarray(data), chunks=(1, -1, -1))
+        sums, shift = dask.compute(*group_moments(data))
+        n, dmean, m2 = moments_from_sums(sums)
+    mean = np.asarray(shift, dtype=np.float64) + dmean
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.where(n >= 1, mean, np.nan)
+        sd = np.where(n >= 2, np.sqrt(m2 / (n - 1)), np.nan)
+    metric_mask = (n == n_inc) & (n_inc > 0)
+    has_data = n.max(axis=1) > 0
+    mask = metric_mask[has_data].all(axis=0) if has_data.any() else np.zeros(n_vertex, bool)
+    coords = {"metric": value["metric"].values, "vertex": value["vertex"].values}
+    dims = ("metric", "vertex")
+    ds = xr.Dataset(
+        {
+            "mean": (dims, mean.astype(np.float32)),
+            "sd": (dims, sd.astype(np.float32)),
+            "n": (dims, n.astype(np.int32)),
+            "metric_mask": (dims, metric_mask),
+            "mask": (("vertex",), mask),
+        },
+        coords=coords,
+        attrs={
+            "n_included": n_inc,
+            "sd_ddof": 1,
+            "method": "one-pass Dask tree reduction of shifted sums (n, S1, S2)",
+        },
+    )
+    return ds
+
+
+def _write(store_path: str | os.PathLike[str], ds: xr.Dataset) -> None:
+    try:
+        from isyb_dask.io.store import write_group
+    except ImportError:
+        ds.to_zarr(str(store_path), group="group", mode="w", zarr_format=3, consolidated=False)
+        return
+    write_group(store_path, "group", ds)
+
+
+def run_group_maps(
+    store_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    figures: bool = True,
+) -> dict:
+    """Compute the group maps from the store, write group ``group`` and Figures 3-4.
+
+    Parameters
+    ----------
+    store_path
+        ``results.zarr`` with group ``surface`` (and ``participants`` with ``status``).
+    out_dir
+        Output directory; figures go to ``out_dir/figures/group_{mean,sd}_maps.png``.
+    figures
+        Also draw the PNG figures.
+
+    Returns
+    -------
+    dict
+        ``{"n_included": int, "n_mask_vertices": int, "figures": {name: Path}}``.
+    """
+    surface = _open(store_path, "surface")
+    include = included_subjects(store_path, surface["subject"].values)
+    ds = compute_group_maps(surface, include, store_path=store_path)
+    _write(store_path, ds)
+    paths: dict[str, Path] = {}
+    if figures:
+        from isyb_dask.metrics.figures import plot_group_maps
+
+        paths = plot_group_maps(ds, Path(out_dir) / "figures")
+    return {
+        "n_included": int(ds.attrs["n_included"]),
+        "n_mask_vertices": int(ds["mask"].sum()),
+        "figures": paths,
+    }
