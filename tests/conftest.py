@@ -32,7 +32,7 @@ def _sha(path: Path) -> str:
 def demo_run(tmp_path_factory):
     """A tiny generated study run end to end once per session (both levels).
 
-    Four good subjects (short BOLD), one corrupt and one truncated T1w, two templates (the
+    Four good subjects (50-volume BOLD), one corrupt and one truncated T1w, two templates (the
     built-in one and the same head given by path without a face mask, which exercises the
     carried-over mask). Returns a dict with paths, exit code and input checksums.
     """
@@ -40,7 +40,7 @@ def demo_run(tmp_path_factory):
     from isyb_dask.synth.cohort import generate_study
 
     root = tmp_path_factory.mktemp("demo")
-    bids = generate_study(root / "bids", 6, "chinese", seed=7, bold_volumes=30)
+    bids = generate_study(root / "bids", 6, "chinese", seed=7, bold_volumes=50)
     anat = bids / "sub-0005" / "anat" / "sub-0005_T1w.nii.gz"
     anat.write_bytes(b"corrupted by a bad transfer" * 100)
     anat6 = bids / "sub-0006" / "anat" / "sub-0006_T1w.nii.gz"

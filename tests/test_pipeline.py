@@ -44,7 +44,7 @@ def test_store_contents(demo_run):
     anat = xr.open_zarr(path, group="qc_anat").sel(subject=GOOD).load()
     assert np.all(np.isfinite(anat.snr_wm)) and np.all(anat.cnr > 0)
     func = xr.open_zarr(path, group="qc_func").sel(subject=GOOD).load()
-    assert np.all(np.isfinite(func.fd_mean)) and np.all(func.n_volumes == 30)
+    assert np.all(np.isfinite(func.fd_mean)) and np.all((func.n_volumes >= 45) & (func.n_volumes <= 50))
     surf = xr.open_zarr(path, group="surface")
     assert surf.value.shape[2] == 64984 and set(surf.hemi.values) == {"L", "R"}
     alff = surf.value.sel(subject="sub-0001", metric="ALFF").values

@@ -259,6 +259,45 @@ def _named(path: Path, exc: Exception) -> InputError:
     return InputError(msg if path.name in msg else f"{path.name}: {msg}")
 
 
+def _stored_motion(bold: Path, n_volumes: int, dummy: int, writer: _Writer):
+    """A ``realign`` callable that applies the QC stage's motion parameters, or None.
+
+    The QC stage estimates head motion once on the raw series (after its own non-steady-state
+    volumes); preprocessing applies those parameters after despiking and slice-timing
+    correction instead of estimating them again (fMRIPrep does the same). Used only when the
+    table exists, covers the retained volumes and was written from the same input file.
+    """
+    import json
+
+    import pandas as pd
+
+    from isyb_dask.io.nifti import file_sha256
+    from isyb_dask.qc.func_stage import confounds_path
+    from isyb_dask.qc.hmc import PARAM_NAMES, apply_parameters
+
+    path = confounds_path(bold, writer.subject, writer.out_dir)
+    sidecar = path.with_name(path.name.replace(".tsv", ".json"))
+    if not (path.exists() and sidecar.exists()):
+        return None
+    try:
+        meta = json.loads(sidecar.read_text())
+        sources = meta.get("provenance", {}).get("sources", [])
+        if not any(src.get("sha256") == file_sha256(bold) for src in sources):
+            return None
+        qc_dummy = int(meta["provenance"]["settings"]["non_steady_state_volumes_dropped"])
+        params = pd.read_csv(path, sep="\t")[list(PARAM_NAMES)].to_numpy(dtype=np.float64)
+    except (OSError, ValueError, KeyError):
+        return None
+    if qc_dummy > dummy or len(params) != n_volumes - qc_dummy:
+        return None
+    rows = params[dummy - qc_dummy:]
+
+    def realign(y, affine, threads=1):
+        return apply_parameters(y, affine, rows, threads=threads), rows
+
+    return realign
+
+
 def _bold(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer) -> dict:
     from isyb_dask.metrics.alff import alff_falff
     from isyb_dask.metrics.func_preproc import preprocess_bold
@@ -280,6 +319,7 @@ def _bold(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer
             dummy_volumes=cfg.dummy_volumes,
             threads=cfg.threads,
             slice_axis=axis,
+            realign=_stored_motion(inp.bold, data.shape[3], cfg.dummy_volumes, writer),
         )
         alff, falff = alff_falff(cleaned, tr, cfg.band, mask=mask, variant=cfg.alff_variant)
     except InputError as exc:
