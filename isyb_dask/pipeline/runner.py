@@ -142,7 +142,7 @@ def run_participant_level(
     prog = progress or Progress(total=len(subjects), write=write)
     prog.message(f"{len(subjects)} subjects in {bids_dir}; outputs in {out_dir}")
     atlas = get_reference_atlas(cfg.cache_dir)
-    templates = tuple(resolve_templates(list(cfg.templates), cfg.template_config, out_dir / "templates"))
+    templates = tuple(resolve_templates(list(cfg.templates), cfg.template_config, out_dir))
     template_names = [t.name for t in templates]
     prog.message("templates: " + ", ".join(template_names))
     digest = cfg.digest() + "-" + "-".join(sorted(template_names))

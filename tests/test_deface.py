@@ -1,0 +1,226 @@
+"""Tests of the deface stage (isyb_dask.deface.stage, maskface) on generated heads."""
+
+from __future__ import annotations
+
+import functools
+import json
+import stat
+
+import nibabel as nb
+import numpy as np
+import pytest
+from nibabel.orientations import axcodes2ornt, ornt_transform
+from scipy import ndimage as ndi
+from sklearn.metrics import normalized_mutual_info_score
+
+from isyb_dask import registration as reg
+from isyb_dask.deface.config import DefaceConfig
+from isyb_dask.deface.maskface import head_mask, protect_mask, ridler_calvard_geometric
+from isyb_dask.deface.nmi import bin_labels
+from isyb_dask.deface.phantom import make_head
+from isyb_dask.deface.stage import run_deface
+from isyb_dask.deface.templates import Template
+
+VOX = 3.0
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tpl")
+    ph = make_head(VOX, seed=1, noise=5.0)
+    for name, arr in (("head", ph.data), ("face", ph.keep), ("brain", ph.brain.astype(np.uint8))):
+        nb.save(nb.Nifti1Image(arr, ph.affine), d / f"{name}.nii.gz")
+    return Template("phantom", d / "head.nii.gz", d / "face.nii.gz", d / "brain.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    """A different head (longer, narrower, bigger nose), shifted and tilted, stored int16."""
+    d = tmp_path_factory.mktemp("subj")
+    ph = make_head(VOX, seed=2, radii=(70.0, 97.0, 78.0), nose_mm=27.0, noise=8.0)
+    path = d / "sub-01_T1w.nii.gz"
+    nb.save(nb.Nifti1Image(np.rint(ph.data).astype(np.int16), ph.affine), path)
+    return path, ph
+
+
+def _load(path):
+    return np.asarray(nb.load(path).dataobj)
+
+
+@pytest.fixture(scope="module")
+def maskface_run(template, subject, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    res = run_deface(subject[0], "sub-01", [template], DefaceConfig(), out)
+    return res, out
+
+
+def test_brain_unchanged_and_face_changed(maskface_run, subject):
+    res, out = maskface_run
+    row = res["templates"]["phantom"]
+    assert row["error"] is None and row["transform_plausible"]
+    assert row["brain_voxels_changed"] == 0
+    orig = _load(subject[0])
+    path = out / "sub-01" / "anat" / "sub-01_desc-defacedphantom_T1w.nii.gz"
+    img = nb.load(path)
+    assert img.get_data_dtype() == np.int16 and img.shape == orig.shape
+    np.testing.assert_allclose(img.affine, nb.load(subject[0]).affine)
+    defaced = _load(path)
+    ph = subject[1]
+    # the true brain of the subject (not the carried-over one) is untouched
+    np.testing.assert_array_equal(defaced[ph.brain], orig[ph.brain])
+    # the face changed: the nose tip region is flattened (large mean change)
+    face = ph.keep == 0
+    changed = defaced != orig
+    assert changed[face].sum() > 0.5 * changed.sum()
+    assert row["face_voxels_changed"] == int(changed.sum()) > 500
+    # facial relief obscured: fine detail (image minus its 6 mm Gaussian) in the changed
+    # face voxels loses more than half of its energy
+    def detail(a):
+        a = a.astype(float)
+        return a - ndi.gaussian_filter(a, 2.0)
+
+    region = face & changed
+    assert (detail(defaced)[region] ** 2).sum() < 0.5 * (detail(orig)[region] ** 2).sum()
+    # the face mask written is the changed region, outside the (dilated) brain
+    fmask = _load(res["face_masks"]["phantom"]).astype(bool)
+    assert changed[~fmask].sum() == 0
+    assert not (fmask & ph.brain).any()
+
+
+def test_sidecar_and_no_face_bearing_outputs(maskface_run):
+    res, out = maskface_run
+    anat = out / "sub-01" / "anat"
+    side = json.loads((anat / "sub-01_desc-defacedphantom_T1w.json").read_text())
+    assert side["Template"] == "phantom" and side["Method"] == "maskface"
+    assert np.asarray(side["SubjectToTemplateRAS"]).shape == (4, 4)
+    assert side["provenance"]["version"]
+    assert not list(anat.glob("*removedface*"))
+    assert res["brain_mask"].exists()
+
+
+def test_nmi_matches_independent_computation(maskface_run, subject):
+    res, out = maskface_run
+    orig = _load(subject[0]).astype(float)
+    d = _load(out / "sub-01" / "anat" / "sub-01_desc-defacedphantom_T1w.nii.gz").astype(float)
+    mask = orig != d
+    a, r = orig[mask], orig[mask] - d[mask]
+    ref = normalized_mutual_info_score(bin_labels(a, 64), bin_labels(r, 64))
+    assert res["templates"]["phantom"]["nmi"] == pytest.approx(ref, abs=1e-12)
+    assert res["nmi_mask_voxels"] == int(mask.sum())
+
+
+def test_zero_method_and_removed_face_mode(template, subject, tmp_path):
+    cfg = DefaceConfig(method="zero", keep_removed_face=True)
+    res = run_deface(subject[0], "sub-01", [template, Template("copy", template.head,
+                     template.face_mask, template.brain_mask)], cfg, tmp_path)
+    orig = _load(subject[0])
+    ph = subject[1]
+    d = _load(tmp_path / "sub-01" / "anat" / "sub-01_desc-defacedphantom_T1w.nii.gz")
+    np.testing.assert_array_equal(d[ph.brain], orig[ph.brain])
+    nose_tip = np.zeros_like(ph.brain)
+    nose_tip[:, -8:, :] = True
+    nose_tip &= orig > 400
+    assert nose_tip.any() and np.all(d[nose_tip] < 0.1 * orig[nose_tip])
+    removed = tmp_path / "sub-01" / "anat" / "sub-01_desc-removedfacephantom_T1w.nii.gz"
+    assert stat.S_IMODE(removed.stat().st_mode) == 0o600
+    # identical templates give identical NMI inside the shared mask
+    rows = res["templates"]
+    assert rows["phantom"]["nmi"] == pytest.approx(rows["copy"]["nmi"])
+    assert 0.2 < rows["phantom"]["nmi"] <= 1.0
+
+
+@pytest.mark.parametrize("codes", [("L", "A", "S"), ("L", "I", "A")])
+def test_same_result_in_any_orientation(template, subject, maskface_run, tmp_path, codes):
+    img = nb.load(subject[0])
+    other = img.as_reoriented(ornt_transform(axcodes2ornt("RAS"), axcodes2ornt(codes)))
+    assert nb.aff2axcodes(other.affine) == codes
+    src = tmp_path / "sub-02_T1w.nii.gz"
+    nb.save(other, src)
+    res = run_deface(src, "sub-02", [template], DefaceConfig(), tmp_path / "out")
+    got = nb.load(tmp_path / "out" / "sub-02" / "anat" / "sub-02_desc-defacedphantom_T1w.nii.gz")
+    assert nb.aff2axcodes(got.affine) == codes  # written back on the original grid
+    ref = maskface_run[1] / "sub-01" / "anat" / "sub-01_desc-defacedphantom_T1w.nii.gz"
+    np.testing.assert_array_equal(
+        np.asarray(reg.to_canonical(got).dataobj), np.asarray(reg.to_canonical(nb.load(ref)).dataobj)
+    )
+    assert res["templates"]["phantom"]["nmi"] == pytest.approx(
+        maskface_run[0]["templates"]["phantom"]["nmi"]
+    )
+
+
+def test_implausible_transform_is_a_failure(template, subject, tmp_path, monkeypatch):
+    strict = functools.partial(
+        reg.register_affine, limits=reg.PlausibilityLimits(scale_range=(0.999, 1.001))
+    )
+    monkeypatch.setattr(reg, "register_affine", strict)
+    res = run_deface(subject[0], "sub-01", [template], DefaceConfig(), tmp_path)
+    row = res["templates"]["phantom"]
+    assert not row["transform_plausible"] and "implausible" in row["error"]
+    assert np.isnan(row["nmi"])
+    assert not list(tmp_path.rglob("*defaced*"))
+
+
+def test_ridler_calvard_geometric_two_classes():
+    rng = np.random.default_rng(0)
+    v = np.r_[rng.normal(20, 5, 5000), rng.normal(500, 30, 5000)]
+    t = ridler_calvard_geometric(v)
+    assert 60 < t < 400  # between the classes (geometric mean of ~20 and ~500 is ~100)
+
+
+def test_head_mask_and_protect_mask():
+    ph = make_head(VOX, seed=5)
+    m = head_mask(ph.data, np.array([VOX] * 3))
+    truth = ph.data > 100
+    assert (m == truth).mean() > 0.97
+    p = protect_mask(ph.brain, np.array([VOX] * 3), 4.0)
+    assert p[ph.brain].all() and p.sum() > ph.brain.sum()
+    dist = ndi.distance_transform_edt(~ph.brain, sampling=[VOX] * 3)
+    assert dist[p].max() <= 6.0 + 1e-9  # radius max(4 mm, 2 voxels = 6 mm)
+
+
+@pytest.mark.parametrize("header", ["oblique", "tilted"])
+def test_oblique_grid_and_tilted_head(template, tmp_path, header):
+    """Oblique storage (correct oblique affine) and a head tilted 20 deg (pitch) both deface."""
+    a = np.radians(20.0)
+    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    shape = (64, 88, 72)
+    aff = np.eye(4)
+    aff[:3, :3] = rot * VOX
+    aff[:3, 3] = -aff[:3, :3] @ ((np.asarray(shape) - 1) / 2.0) + [0.0, 0.0, -10.0]
+    ph = make_head(VOX, shape=shape, affine=aff, seed=6, radii=(71.0, 94.0, 79.0), noise=8.0)
+    if header == "tilted":
+        aff = np.diag([VOX, VOX, VOX, 1.0])
+        aff[:3, 3] = -(np.asarray(shape) - 1) / 2.0 * VOX
+    src = tmp_path / "sub-03_T1w.nii.gz"
+    nb.save(nb.Nifti1Image(np.rint(ph.data).astype(np.int16), aff), src)
+    res = run_deface(src, "sub-03", [template], DefaceConfig(), tmp_path / "out")
+    row = res["templates"]["phantom"]
+    assert row["error"] is None, row
+    if header == "tilted":
+        assert row["checks"]["rotation_deg"] == pytest.approx(20.0, abs=3.0)
+    d = _load(tmp_path / "out" / "sub-03" / "anat" / "sub-03_desc-defacedphantom_T1w.nii.gz")
+    orig = _load(src)
+    np.testing.assert_array_equal(d[ph.brain], orig[ph.brain])
+    changed = d != orig
+    assert changed[ph.keep == 0].sum() > 0.8 * changed.sum() > 300
+
+
+def test_normfilter_jitter_is_seeded():
+    from isyb_dask.deface.maskface import normfilter
+
+    ph = make_head(VOX, seed=8)
+    vox = np.array([VOX] * 3)
+    face = ph.keep == 0
+    plain, changed = normfilter(ph.data, face, vox, 1, 1)
+    a, _ = normfilter(ph.data, face, vox, 1, 1, jitter_vox=2.0, rng=np.random.default_rng(4))
+    b, _ = normfilter(ph.data, face, vox, 1, 1, jitter_vox=2.0, rng=np.random.default_rng(4))
+    c, _ = normfilter(ph.data, face, vox, 1, 1, jitter_vox=2.0, rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, plain)
+    # replaced voxels stay inside the (margin-dilated) face region; the brain far behind is intact
+    assert changed.any() and not changed[ph.brain & ~ndi.binary_dilation(face, iterations=3)].any()
+    # a face-normal flip (face towards lower index) gives the mirrored result
+    flipped, _ = normfilter(ph.data[:, ::-1], face[:, ::-1], vox, 1, -1)
+    np.testing.assert_allclose(flipped[:, ::-1], plain, atol=1e-9)
+    with pytest.raises(ValueError, match="too small"):
+        normfilter(ph.data, np.zeros_like(face), vox, 1, 1)

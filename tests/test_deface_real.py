@@ -1,0 +1,53 @@
+"""Deface the real 2 mm head of ../shared/data with the MNI152 2 mm template and KEEP mask."""
+
+from __future__ import annotations
+
+import nibabel as nb
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from isyb_dask.deface.config import DefaceConfig
+from isyb_dask.deface.stage import run_deface
+from isyb_dask.deface.templates import resolve_templates
+
+
+@pytest.fixture(scope="module")
+def real_run(shared_data, tmp_path_factory):
+    from isyb_dask.atlas import get_reference_atlas
+
+    work = tmp_path_factory.mktemp("real")
+    tpl = shared_data / "templates"
+    spec = f"MNI152={tpl / 'mni152_fsl_T1_2mm_head.nii.gz'}:{tpl / 'mni152_2mm_defacemask_mydeface.nii.gz'}"
+    templates = resolve_templates([spec], None, work, atlas=get_reference_atlas())
+    head = shared_data / "heads" / "xa30_sub1_T1w_tfl_2mm.nii.gz"
+    mni = [t for t in templates if t.name == "MNI152"]
+    res = run_deface(head, "sub-xa30", mni, DefaceConfig(), work / "out")
+    return head, res, work / "out" / "sub-xa30" / "anat"
+
+
+@pytest.mark.slow
+def test_real_head_brain_unchanged_face_obscured(real_run):
+    head, res, anat = real_run
+    row = res["templates"]["MNI152"]
+    assert row["error"] is None and row["transform_plausible"], row
+    assert row["brain_voxels_changed"] == 0
+    orig = np.asarray(nb.load(head).dataobj)
+    out = nb.load(anat / "sub-xa30_desc-defacedMNI152_T1w.nii.gz")
+    d = np.asarray(out.dataobj)
+    assert out.get_data_dtype() == nb.load(head).get_data_dtype() and d.shape == orig.shape
+    brain = np.asarray(nb.load(res["brain_mask"]).dataobj) > 0
+    assert 0.8e6 < brain.sum() * 8 < 2.0e6  # a plausible brain volume in mm^3
+    np.testing.assert_array_equal(d[brain], orig[brain])
+    changed = d != orig
+    assert changed.sum() > 5000
+    # the changed voxels lie in front of the brain and below its top (RAS: +j anterior, +k up)
+    c_face = np.argwhere(changed).mean(axis=0)
+    c_brain = np.argwhere(brain).mean(axis=0)
+    top = np.argwhere(brain)[:, 2].max()
+    assert c_face[1] > c_brain[1] + 20 and c_face[2] < c_brain[2] + 0.5 * (top - c_brain[2])
+    # the facial detail (image minus its 6 mm Gaussian) loses most of its energy
+    hf_o = orig - ndi.gaussian_filter(orig.astype(float), 1.5)
+    hf_d = d - ndi.gaussian_filter(d.astype(float), 1.5)
+    assert (hf_d[changed] ** 2).sum() < 0.5 * (hf_o[changed] ** 2).sum()
+    assert 0.0 < row["nmi"] < 1.0

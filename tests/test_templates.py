@@ -1,0 +1,199 @@
+"""Tests of isyb_dask.deface.templates and isyb_dask.deface.builder."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from isyb_dask.deface.builder import build_template, build_template_from_bids, find_t1w
+from isyb_dask.deface.phantom import make_head
+from isyb_dask.deface.templates import (
+    Template,
+    complete_template,
+    parse_spec,
+    read_template_config,
+    resolve_templates,
+    validate_template,
+)
+from isyb_dask.errors import BIDSError, ConfigError, InputError
+
+VOX = 3.0
+
+
+def _save(arr, aff, path):
+    nb.save(nb.Nifti1Image(arr, aff), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ref")
+    ph = make_head(VOX, seed=1, radii=(72.0, 88.0, 80.0))
+    return Template(
+        "ref",
+        _save(ph.data, ph.affine, d / "h.nii.gz"),
+        _save(ph.keep, ph.affine, d / "f.nii.gz"),
+        _save(ph.brain.astype(np.uint8), ph.affine, d / "b.nii.gz"),
+    )
+
+
+def test_parse_spec_and_names(tmp_path):
+    t = parse_spec("CN200=/data/CN200.nii.gz:/data/CN200_face.nii.gz")
+    assert t.name == "CN200" and str(t.head) == "/data/CN200.nii.gz"
+    assert str(t.face_mask) == "/data/CN200_face.nii.gz" and t.brain_mask is None
+    t = parse_spec("X=head.nii.gz", base=tmp_path)
+    assert t.head == tmp_path / "head.nii.gz" and t.face_mask is None
+    with pytest.raises(ConfigError):
+        parse_spec("no_equals_sign.nii.gz")
+    with pytest.raises(ConfigError):
+        parse_spec("bad-name=/x.nii.gz")  # not a valid BIDS desc label
+    with pytest.raises(ConfigError):
+        parse_spec("A=")
+
+
+def test_yaml_config(tmp_path):
+    cfg = tmp_path / "templates.yaml"
+    cfg.write_text(
+        "templates:\n"
+        "  - name: CN200\n    head: heads/CN200.nii.gz\n    face_mask: heads/CN200_face.nii.gz\n"
+        "  - name: Chinese2020\n    head: /abs/CN2020.nii.gz\n"
+    )
+    ts = read_template_config(cfg)
+    assert [t.name for t in ts] == ["CN200", "Chinese2020"]
+    assert ts[0].head == tmp_path / "heads" / "CN200.nii.gz" and ts[1].face_mask is None
+    cfg.write_text("templates:\n  - name: A\n    head: a.nii.gz\n    colour: red\n")
+    with pytest.raises(ConfigError):
+        read_template_config(cfg)
+
+
+def test_repo_templates_yaml_is_valid():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "templates.yaml"
+    assert read_template_config(path) == []  # only commented examples
+
+
+def test_refuses_bad_face_masks(ref, tmp_path):
+    img = nb.load(ref.head)
+    ones = _save(np.ones(img.shape, np.uint8), img.affine, tmp_path / "ones.nii.gz")
+    zeros = _save(np.zeros(img.shape, np.uint8), img.affine, tmp_path / "zeros.nii.gz")
+    off = _save(np.asarray(nb.load(ref.face_mask).dataobj)[:-1], img.affine, tmp_path / "off.nii.gz")
+    shifted = img.affine.copy()
+    shifted[0, 3] += 5
+    moved = _save(np.asarray(nb.load(ref.face_mask).dataobj), shifted, tmp_path / "moved.nii.gz")
+    inverted = _save(1 - np.asarray(nb.load(ref.face_mask).dataobj), img.affine, tmp_path / "inv.nii.gz")
+    for mask, words in ((ones, "all ones"), (zeros, "empty"), (off, "off the head grid"),
+                        (moved, "off the head grid"), (inverted, "convention")):
+        with pytest.raises(InputError, match=words):
+            validate_template(Template("T", ref.head, mask))
+    validate_template(ref)
+
+
+def test_missing_masks_are_carried_over(ref, tmp_path):
+    ph = make_head(VOX, seed=7, radii=(75.0, 96.0, 84.0))
+    aff = ph.affine.copy()
+    aff[:3, 3] += [4.0, -6.0, 5.0]
+    head = _save(ph.data, aff, tmp_path / "other.nii.gz")
+    t = complete_template(Template("other", head, None), ref, tmp_path / "work")
+    assert "carried over from template ref" in t.provenance["face_mask"]
+    assert "carried over" in t.provenance["brain_mask"]
+    validate_template(t)
+    face = np.asarray(nb.load(t.face_mask).dataobj) == 0
+    truth = ph.keep == 0
+    dice = 2 * (face & truth).sum() / (face.sum() + truth.sum())
+    assert dice > 0.85
+    brain = np.asarray(nb.load(t.brain_mask).dataobj) > 0
+    assert 2 * (brain & ph.brain).sum() / (brain.sum() + ph.brain.sum()) > 0.9
+    # cached: a second call reuses the files
+    again = complete_template(Template("other", head, None), ref, tmp_path / "work")
+    assert again.face_mask == t.face_mask
+
+
+@pytest.mark.slow
+def test_resolve_templates_builtin_first(ref, tmp_path):
+    from isyb_dask.atlas import get_reference_atlas
+
+    atlas = get_reference_atlas()
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(f"templates:\n  - name: Ref2\n    head: {ref.head}\n    face_mask: {ref.face_mask}\n"
+                   f"    brain_mask: {ref.brain_mask}\n")
+    ts = resolve_templates([f"Ref={ref.head}:{ref.face_mask}:{ref.brain_mask}"], cfg, tmp_path,
+                           atlas=atlas)
+    assert [t.name for t in ts] == ["pydeface", "Ref", "Ref2"]
+    assert ts[0].brain_mask == atlas.brain_mask
+    with pytest.raises(ConfigError, match="twice"):
+        resolve_templates([f"Ref={ref.head}:{ref.face_mask}"] * 2, None, tmp_path, atlas=atlas)
+    with pytest.raises(InputError, match="does not exist"):
+        resolve_templates([f"Nope={tmp_path / 'nope.nii.gz'}"], None, tmp_path, atlas=atlas)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Three long heads in a BIDS layout (AP semi-axis ~100 mm vs 88 mm for the reference)."""
+    root = tmp_path_factory.mktemp("bids")
+    paths = []
+    for i, ry in enumerate((98.0, 101.0, 104.0)):
+        ph = make_head(4.0, seed=20 + i, radii=(74.0, ry, 82.0))
+        aff = ph.affine.copy()
+        aff[:3, 3] += [i * 3.0, -i * 2.0, i * 4.0]
+        anat = root / f"sub-{i + 1:02d}" / "anat"
+        anat.mkdir(parents=True)
+        paths.append(_save(ph.data, aff, anat / f"sub-{i + 1:02d}_T1w.nii.gz"))
+    return root, paths
+
+
+def _ap_extent(path) -> float:
+    img = nb.load(path)
+    a = np.asarray(img.dataobj, dtype=float)
+    m = a > 0.3 * np.median(a[a > 0.1 * np.percentile(a, 99)])
+    ys = np.where(m.any(axis=(0, 2)))[0]
+    return float((ys.max() - ys.min()) * abs(img.affine[1, 1]))
+
+
+def test_builder_matches_cohort_shape(cohort, ref, tmp_path):
+    root, paths = cohort
+    assert find_t1w(root) == paths
+    assert find_t1w(root, ["02"]) == [paths[1]]
+    with pytest.raises(BIDSError):
+        find_t1w(root, ["99"])
+    t = build_template_from_bids(root, tmp_path / "tpl-cohort", iterations=2, reference=ref, seed=3)
+    assert t.name == "tplcohort"
+    for suffix in ("_T1w.nii.gz", "_desc-face_mask.nii.gz", "_desc-brain_mask.nii.gz", "_T1w.json"):
+        assert (tmp_path / f"tpl-cohort{suffix}").exists()
+    prov = json.loads((tmp_path / "tpl-cohort_T1w.json").read_text())
+    assert len(prov["inputs"]) == 3 and "carried over from template ref" in prov["masks"]
+    cohort_ap = np.mean([_ap_extent(p) for p in paths])
+    built, reference = _ap_extent(t.head), _ap_extent(ref.head)
+    assert abs(built - cohort_ap) < 0.35 * abs(reference - cohort_ap)
+    # the unbiased average converges: the last mean transform is close to identity
+    last = np.asarray(prov["history"][-1]["mean_transform_lps"])
+    assert np.abs(last[:3, :3] - np.eye(3)).max() < 0.02 and np.abs(last[:3, 3]).max() < 1.0
+    # the carried face mask removes the built template's face (front, lower half)
+    face = np.asarray(nb.load(t.face_mask).dataobj) == 0
+    ijk = np.argwhere(face).mean(axis=0)
+    centre = (np.asarray(face.shape) - 1) / 2
+    assert ijk[1] > centre[1] and ijk[2] < centre[2] + 5
+
+
+def test_builder_needs_two_heads(cohort, ref, tmp_path):
+    with pytest.raises(InputError):
+        build_template(cohort[1][:1], tmp_path / "x", reference=ref)
+
+
+@pytest.mark.slow
+def test_builder_nonlinear_refinement_runs(cohort, ref, tmp_path):
+    paths = cohort[1][:2]
+    lin = build_template(paths, tmp_path / "lin", iterations=1, reference=ref, seed=3)
+    nl = build_template(paths, tmp_path / "nl", iterations=1, reference=ref, seed=3, nonlinear=True)
+    assert json.loads((tmp_path / "nl_T1w.json").read_text())["nonlinear"] is True
+    validate_template(nl)
+    a = np.asarray(nb.load(lin.head).dataobj, dtype=float).ravel()
+    b = np.asarray(nb.load(nl.head).dataobj, dtype=float).ravel()
+    # the B-spline refinement of affinely similar heads changes the average only a little,
+    # and keeps the cohort's shape
+    assert np.corrcoef(a, b)[0, 1] > 0.95
+    cohort_ap = np.mean([_ap_extent(p) for p in paths])
+    assert abs(_ap_extent(nl.head) - cohort_ap) < 0.35 * abs(_ap_extent(ref.head) - cohort_ap)
