@@ -89,3 +89,29 @@ def test_rerun_resumes_and_equals_uninterrupted(demo_run, capsys):
     for g, ref in reference.items():
         now = xr.open_zarr(path, group=g).load()
         xr.testing.assert_allclose(now, ref)
+
+
+def test_notebook_runs_on_the_pipeline_output(demo_run, tmp_path, monkeypatch):
+    """The exploration notebook executes top to bottom against this real run's output."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from pathlib import Path
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "explore_results.ipynb"
+    monkeypatch.setenv("ISYB_NOTEBOOK_OUTPUT", str(demo_run["out"]))
+    nb = nbformat.read(notebook, as_version=4)
+    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
+
+
+def test_query_and_report_on_the_pipeline_output(demo_run):
+    from isyb_dask.query import run_query
+
+    csv = run_query(demo_run["out"], group="deface", subjects=["sub-0001"], fmt="csv")
+    assert "sub-0001" in csv and "Western2" in csv and "nmi" in csv
+    html = (demo_run["out"] / "report.html").read_text()
+    assert "sub-0005" in html and "not a readable NIfTI" in html  # failures listed
+    assert "http://" not in html and "https://" not in html.replace("https://github.com", "")

@@ -101,3 +101,12 @@ def test_store_matches_and_group_write(new_store):
     store.update_participants(new_store, {"sub-0005": {"status": "excluded", "exclusion_reason": "fd_mean > 0.2"}})
     part = store.open_group(new_store, "participants").load()
     assert part["exclusion_reason"].sel(subject="sub-0005").item() == "fd_mean > 0.2"
+
+
+def test_database_split_from_participants_is_kept(tmp_path):
+    path = tmp_path / "r.zarr"
+    parts = pd.DataFrame({"database": ["ISYB-1", "ISYB-2"]}, index=SUBJECTS[:2])
+    store.init_store(path, SUBJECTS[:2], templates=TEMPLATES, anat_iqms=["cnr"], func_iqms=["fd_mean"],
+                     surface_metrics=METRICS, hemi=HEMI, participants=parts)
+    part = store.open_group(path, "participants").load()
+    assert list(part["database"].values) == ["ISYB-1", "ISYB-2"]

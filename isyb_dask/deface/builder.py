@@ -183,7 +183,8 @@ def build_template(
                     tx = sitk.CompositeTransform(3)
                     tx.AddTransform(refined)
                     tx.AddTransform(_affine_from_matrix(np.linalg.inv(mean)))
-                acc += sitk.GetArrayViewFromImage(reg.resample_to(h, grid, tx, "linear", threads=threads))
+                warped = reg.resample_to(h, grid, tx, "linear", threads=threads)
+                acc += sitk.GetArrayViewFromImage(warped)  # ``warped`` outlives the view
             avg = sitk.GetImageFromArray((acc / len(heads)).astype(np.float32))
             avg.CopyInformation(grid)
             target = avg

@@ -162,9 +162,15 @@ def init_store(
         zarr.open_group(str(path), mode="w", zarr_format=3, attributes=common)
         # participants
         pvars: dict[str, xr.Variable] = {}
+        given = participants.reindex(subj) if participants is not None else None
         for var in PARTICIPANT_STATUS_VARIABLES:
             fill = "pending" if var == "status" else ""
-            pvars[var] = xr.Variable(("subject",), _obj([fill] * n))
+            if var == "database" and given is not None and "database" in given.columns:
+                # a split given in participants.tsv is kept (the statistics read it)
+                values = given["database"].fillna("").astype(str)
+            else:
+                values = [fill] * n
+            pvars[var] = xr.Variable(("subject",), _obj(values))
         if participants is not None and len(participants.columns):
             frame = participants.reindex(subj)
             for col in frame.columns:

@@ -563,7 +563,8 @@ def apply_parameters(
             continue
         final.SetTransform(_to_sitk_affine(rigid_matrix(params[t], center)))
         moving = volume_to_sitk(np.asarray(arr[..., t], dtype=np.float32), affine)
-        out[..., t] = sitk.GetArrayViewFromImage(final.Execute(moving)).T
+        resampled = final.Execute(moving)  # keep the image alive while its buffer is viewed
+        out[..., t] = sitk.GetArrayViewFromImage(resampled).T
     return out
 
 
