@@ -67,3 +67,19 @@ def test_wrong_dims_nonfinite_constant_geometry(tmp_path):
         load_image(path)
     with pytest.raises(InputError, match="does not exist"):
         load_image(tmp_path / "missing.nii.gz")
+
+
+def test_no_head_in_field_of_view():
+    from isyb_dask.io.nifti import check_head_in_view
+
+    rng = np.random.default_rng(0)
+    noise = np.abs(rng.normal(0, 1, (60, 70, 60))).astype(np.float32)
+    speck = noise.copy()
+    speck[10:12, 10:12, 10:12] = 50
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    with pytest.raises(InputError, match="no head in the field of view"):
+        check_head_in_view(nb.Nifti1Image(speck, affine))
+    # an ellipsoid the size of a head (semi-axes 75/90/85 mm: ~2.4 l) passes
+    g = np.indices(noise.shape) * 3.0 - np.array([90, 105, 90])[:, None, None, None]
+    head = noise + 100 * (((g[0] / 75) ** 2 + (g[1] / 90) ** 2 + (g[2] / 85) ** 2) < 1)
+    check_head_in_view(nb.Nifti1Image(head.astype(np.float32), affine))

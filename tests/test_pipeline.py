@@ -45,7 +45,7 @@ def test_store_contents(demo_run):
     assert np.all(np.isfinite(anat.snr_wm)) and np.all(anat.cnr > 0)
     func = xr.open_zarr(path, group="qc_func").sel(subject=GOOD).load()
     assert np.all(np.isfinite(func.fd_mean)) and np.all((func.n_volumes >= 45) & (func.n_volumes <= 50))
-    surf = xr.open_zarr(path, group="surface")
+    surf = xr.open_zarr(path, group="surface").load()
     assert surf.value.shape[2] == 64984 and set(surf.hemi.values) == {"L", "R"}
     alff = surf.value.sel(subject="sub-0001", metric="ALFF").values
     assert np.isfinite(alff).mean() > 0.5
@@ -88,7 +88,8 @@ def test_rerun_resumes_and_equals_uninterrupted(demo_run, capsys):
     assert "5 subjects already complete (resuming); 1 to run" in printed
     for g, ref in reference.items():
         now = xr.open_zarr(path, group=g).load()
-        xr.testing.assert_allclose(now, ref)
+        timing = [v for v in ("seconds",) if v in ref]  # wall time is the one thing that may differ
+        xr.testing.assert_allclose(now.drop_vars(timing), ref.drop_vars(timing))
 
 
 def test_notebook_runs_on_the_pipeline_output(demo_run, tmp_path, monkeypatch):

@@ -42,8 +42,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("performance (Dask cluster)")
     g.add_argument("--cluster", choices=("local", "slurm", "pbs", "sge", "lsf"), default="local")
     g.add_argument("--workers", type=int, help="LocalCluster worker processes (default: cores)")
-    g.add_argument("--threads-per-worker", "--threads_per_worker", type=int, default=1)
-    g.add_argument("--memory-limit", "--memory_limit", default="auto", help="per worker, e.g. 4GB")
+    g.add_argument("--threads-per-worker", "--threads_per_worker", type=int,
+                   help="threads per worker and per task (default 1; batch kinds: jobqueue.yaml)")
+    g.add_argument("--memory-limit", "--memory_limit",
+                   help="per worker, e.g. 4GB (default: share of the machine; batch kinds: jobqueue.yaml)")
     g.add_argument("--jobs", type=int, help="batch jobs to start (jobqueue clusters)")
     g.add_argument("--adapt", metavar="MIN:MAX", help="adaptive number of jobs (jobqueue clusters)")
     g.add_argument("--tls", action="store_true", help="TLS between client, scheduler and workers")
@@ -102,15 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cluster_spec(args: argparse.Namespace):
-    from isyb_dask.pipeline.cluster import ClusterSpec
+    from isyb_dask.pipeline.cluster import ClusterSpec, parse_adapt
 
-    adapt = None
-    if args.adapt:
-        try:
-            lo, hi = (int(x) for x in args.adapt.split(":"))
-        except ValueError:
-            raise IsybError(f"--adapt expects MIN:MAX, got {args.adapt!r}") from None
-        adapt = (lo, hi)
+    adapt = parse_adapt(args.adapt) if args.adapt else None
     return ClusterSpec(
         kind=args.cluster,
         workers=args.workers,
@@ -132,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         deface__keep_removed_face=args.keep_removed_face,
         metrics__surface_derivatives=str(args.surface_derivatives) if args.surface_derivatives else None,
         cache_dir=str(args.cache_dir) if args.cache_dir else None,
-        task_threads=args.threads_per_worker,
+        task_threads=args.threads_per_worker or 1,
     )
     if args.template:
         cfg = cfg.replace(templates=tuple(cfg.templates) + tuple(args.template))

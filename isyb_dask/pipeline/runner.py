@@ -193,9 +193,6 @@ def run_participant_level(
     if todo:
         spec = cluster if cluster is not None else ClusterSpec()
         with open_client(spec, out_dir / "logs" / f"dask-{run_id}") as client:
-            link = getattr(client, "dashboard_link", None)
-            if link:
-                prog.message(f"Dask dashboard: {link}")
             resources = task_resources("participant")
             futures = [
                 client.submit(

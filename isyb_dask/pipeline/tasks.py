@@ -36,7 +36,7 @@ from isyb_dask.errors import IsybError
 from isyb_dask.io import store as results_store
 from isyb_dask.io.bids import SubjectInputs, missing_metadata
 from isyb_dask.io.derivatives import write_json
-from isyb_dask.io.nifti import file_sha256, load_image
+from isyb_dask.io.nifti import check_head_in_view, file_sha256, load_image
 
 __all__ = ["SubjectJob", "process_subject", "result_path", "load_result", "is_complete", "store_result"]
 
@@ -157,7 +157,7 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
         result["errors"]["inputs"] = "; ".join(p for p in problems if "T1w" in p)
     else:
         try:
-            load_image(inp.t1w, ndim=3)
+            check_head_in_view(load_image(inp.t1w, ndim=3))
         except IsybError as exc:
             result["errors"]["inputs"] = str(exc)
             t1w_ok = False
@@ -288,7 +288,8 @@ def process_subject(job: SubjectJob) -> dict[str, Any]:
         )
         result["status"] = "failed" if result["errors"] else "ok"
         payload = _jsonable(result)
-        write_json(result_path(job.out_dir, inp.subject), payload)
+        # Store region first, completion marker last: a kill in between leaves the subject
+        # incomplete, so a re-run computes it again instead of skipping a missing region.
         store_result(
             job.store_path,
             job.out_dir,
@@ -297,6 +298,7 @@ def process_subject(job: SubjectJob) -> dict[str, Any]:
             templates=[t.name for t in job.templates],
             surface_metrics=_surface_metrics(),
         )
+        write_json(result_path(job.out_dir, inp.subject), payload)
         logger.info("subject %s: %s in %.1f s", inp.subject, result["status"], result["seconds"])
         return {
             "subject": inp.subject,
