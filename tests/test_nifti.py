@@ -83,3 +83,11 @@ def test_no_head_in_field_of_view():
     g = np.indices(noise.shape) * 3.0 - np.array([90, 105, 90])[:, None, None, None]
     head = noise + 100 * (((g[0] / 75) ** 2 + (g[1] / 90) ** 2 + (g[2] / 85) ** 2) < 1)
     check_head_in_view(nb.Nifti1Image(head.astype(np.float32), affine))
+
+
+def test_real_heads_and_templates_pass_the_head_check(shared_data):
+    from isyb_dask.io.nifti import check_head_in_view
+
+    for rel in ("heads/xa30_sub1_T1w_tfl_2mm.nii.gz", "templates/mni152_fsl_T1_2mm_head.nii.gz",
+                "templates/nilearn_icbm152_2009a_sym_T1_brain_1mm.nii.gz"):
+        check_head_in_view(load_image(shared_data / rel))
