@@ -27,10 +27,11 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from isyb_dask.registration import matrix_ras, sitk_to_array, to_sitk
+
 __all__ = ["ReferenceAtlas", "get_reference_atlas", "builtin_head_paths", "ATLAS_VERSION"]
 
 ATLAS_VERSION = "1"
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -72,21 +73,6 @@ def _default_cache_dir() -> Path:
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "isyb-dask"
-
-
-def _to_sitk(img: nb.Nifti1Image, data: np.ndarray | None = None) -> sitk.Image:
-    arr = np.asarray(img.dataobj if data is None else data, dtype=np.float32)
-    out = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
-    aff = _LPS @ img.affine
-    zooms = np.sqrt((aff[:3, :3] ** 2).sum(0))
-    out.SetSpacing(zooms.tolist())
-    out.SetOrigin(aff[:3, 3].tolist())
-    out.SetDirection((aff[:3, :3] / zooms).flatten().tolist())
-    return out
-
-
-def _from_sitk(img: sitk.Image) -> np.ndarray:
-    return sitk.GetArrayFromImage(img).transpose(2, 1, 0)
 
 
 def _mni_brain_mask(t1: np.ndarray) -> np.ndarray:
@@ -131,21 +117,6 @@ def _register_mni_to_head(head: sitk.Image, mni: sitk.Image, mni_mask: sitk.Imag
     return best[1]
 
 
-def _itk_to_ras_matrix(transform: sitk.Transform) -> np.ndarray:
-    """4x4 RAS matrix of an ITK transform mapping fixed (LPS) points to moving points."""
-    tx = transform
-    if isinstance(tx, sitk.CompositeTransform) or tx.GetName() == "CompositeTransform":
-        tx = sitk.CompositeTransform(tx).GetNthTransform(0)
-    aff = sitk.AffineTransform(tx)
-    m = np.array(aff.GetMatrix()).reshape(3, 3)
-    c = np.array(aff.GetCenter())
-    t = np.array(aff.GetTranslation())
-    lps = np.eye(4)
-    lps[:3, :3] = m
-    lps[:3, 3] = t + c - m @ c
-    return _LPS @ lps @ _LPS
-
-
 def _build(cache: Path) -> None:
     head_path, face_path = builtin_head_paths()
     head_img = nb.load(str(head_path))
@@ -168,16 +139,16 @@ def _build(cache: Path) -> None:
         nb.save(nb.Nifti1Image(arr.astype(hdr_dtype), mni_t1.affine), str(mni_dir / f"mni_{name}.nii.gz"))
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    head_s = _to_sitk(head_img)
-    mni_s = _to_sitk(mni_t1, t1)
-    mask_s = sitk.Cast(_to_sitk(mni_t1, brain.astype(np.float32)) > 0.5, sitk.sitkUInt8)
+    head_s = to_sitk(head_img)
+    mni_s = to_sitk(t1, mni_t1.affine)
+    mask_s = sitk.Cast(to_sitk(brain.astype(np.float32), mni_t1.affine) > 0.5, sitk.sitkUInt8)
     transform = _register_mni_to_head(head_s, mni_s, mask_s)
-    head_to_mni = _itk_to_ras_matrix(transform)
+    head_to_mni = matrix_ras(transform)
 
     def warp(arr: np.ndarray, interp: int) -> np.ndarray:
-        moving = _to_sitk(mni_t1, arr.astype(np.float32))
+        moving = to_sitk(arr.astype(np.float32), mni_t1.affine)
         out = sitk.Resample(moving, head_s, transform, interp, 0.0, sitk.sitkFloat32)
-        return _from_sitk(out)
+        return sitk_to_array(out)
 
     gm_h = np.clip(warp(gm * brain, sitk.sitkLinear), 0, 1)
     wm_h = np.clip(warp(wm * brain, sitk.sitkLinear), 0, 1)
