@@ -284,7 +284,9 @@ def test_jobs_are_kept_when_one_ends(tmp_path):
         deadline = time.monotonic() + 120
         replaced = None
         while time.monotonic() < deadline:
-            addrs = set(client.run(lambda dask_worker: dask_worker.address).values())
+            # the killed worker may still be listed for a moment: ignore its broken comm
+            addrs = set(client.run(lambda dask_worker: dask_worker.address,
+                                   on_error="ignore").values())
             if addrs and first not in addrs:
                 replaced = addrs
                 break
