@@ -167,3 +167,17 @@ def test_harmonize_factor():
     assert am.wm_harmonize_factor(data, wm) == pytest.approx(2.0)
     with pytest.raises(ValueError):
         am.wm_harmonize_factor(data, np.zeros_like(data))
+
+
+def test_harmonize_falls_back_when_wm_is_too_thin():
+    rng = np.random.default_rng(1)
+    data = rng.uniform(100, 200, (20, 20, 20))
+    brain = np.zeros(data.shape, bool)
+    brain[4:16, 4:16, 4:16] = True
+    wm_prob = np.full(data.shape, 0.6)  # partial volume: never >= 0.9
+    inside = data[brain]
+    lo, hi = np.percentile(inside, [75, 95])
+    expected = 1000.0 / np.median(inside[(inside >= lo) & (inside <= hi)])
+    assert am.wm_harmonize_factor(data, wm_prob, brain=brain) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="empty white-matter mask"):
+        am.wm_harmonize_factor(data, wm_prob)

@@ -394,9 +394,19 @@ def air_mask(
 
 
 def wm_harmonize_factor(
-    data: np.ndarray, wm_prob: np.ndarray, *, thresh: float = 0.9, erode: bool = True
+    data: np.ndarray,
+    wm_prob: np.ndarray,
+    *,
+    thresh: float = 0.9,
+    erode: bool = True,
+    brain: np.ndarray | None = None,
+    min_voxels: int = 30,
 ) -> float:
     """MRIQC ``Harmonize`` factor 1000 / median(data in WM), WM = P(WM) >= thresh, eroded.
+
+    When fewer than ``min_voxels`` WM voxels remain (coarse voxels: partial volume keeps
+    P(WM) below 0.9), the un-eroded mask is used, and then, as some MRIQC versions do, the
+    brain voxels whose intensity lies between the 75th and 95th percentiles (METHODS §5.1).
 
     Parameters
     ----------
@@ -408,6 +418,10 @@ def wm_harmonize_factor(
         Probability threshold.
     erode
         Erode the WM mask with the 3-D connectivity-2 structure.
+    brain
+        Brain mask for the percentile fallback (none: no fallback).
+    min_voxels
+        Smallest usable WM mask.
 
     Returns
     -------
@@ -417,16 +431,21 @@ def wm_harmonize_factor(
     Raises
     ------
     ValueError
-        If the WM mask is empty.
+        If no usable reference region is found.
     """
+    values = np.asarray(data)
     wm = np.asarray(wm_prob) >= thresh
     if erode:
         eroded = ndi.binary_erosion(wm, ndi.generate_binary_structure(3, 2))
-        if eroded.any():
+        if eroded.sum() >= min_voxels:
             wm = eroded
-    if not wm.any():
+    if wm.sum() < min_voxels and brain is not None and np.asarray(brain).any():
+        inside = values[np.asarray(brain, bool)]
+        lo, hi = np.percentile(inside, [75, 95])
+        wm = np.asarray(brain, bool) & (values >= lo) & (values <= hi)
+    if wm.sum() < min_voxels:
         raise ValueError("harmonization: empty white-matter mask")
-    med = float(np.median(np.asarray(data)[wm]))
+    med = float(np.median(values[wm]))
     if med <= 0:
         raise ValueError("harmonization: non-positive WM median")
     return 1000.0 / med

@@ -144,7 +144,7 @@ def compute_anat_qc(
     timings["masks"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    factor = am.wm_harmonize_factor(inu, wm)
+    factor = am.wm_harmonize_factor(inu, wm, brain=warped.brain)
     data = harmonize(inu, factor)
     iqms = anat_iqms(
         data,
