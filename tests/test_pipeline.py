@@ -21,9 +21,9 @@ def test_run_records_failures_and_finishes_the_others(demo_run):
     assert demo_run["code"] == 1  # two subjects failed
     part = store.open_group(demo_run["out"] / "results.zarr", "participants").load()
     status = dict(zip(part.subject.values, part.status.values))
-    assert {s: status[s] for s in GOOD} == {s: "ok" for s in GOOD} or all(
-        status[s] in ("ok", "excluded") for s in GOOD
-    )
+    # good subjects finish; the group step may exclude some of them by the QC rules
+    assert all(status[s] in ("ok", "excluded") for s in GOOD), status
+    assert sum(status[s] == "ok" for s in GOOD) >= 2
     assert status["sub-0005"] == status["sub-0006"] == "failed"
     err5 = part.error.sel(subject="sub-0005").item()
     err6 = part.error.sel(subject="sub-0006").item()

@@ -29,6 +29,7 @@ __all__ = [
     "index_bids",
     "select_participants",
     "subject_inputs",
+    "participant_columns",
     "check_output_dir",
     "REQUIRED_METADATA",
     "missing_metadata",
@@ -252,7 +253,8 @@ def select_participants(
     return list(dict.fromkeys(wanted))
 
 
-def _participant_columns(table: pd.DataFrame) -> list[str]:
+def participant_columns(table: pd.DataFrame) -> list[str]:
+    """Columns of the inventory that come from ``participants.tsv``."""
     fixed = {"subject", "session", "datatype", "suffix", "task", "run", "acq", "path",
              "sidecar", "bval", "bvec", "aslcontext", "metadata"}
     return [c for c in table.columns if c not in fixed]
@@ -284,7 +286,7 @@ def subject_inputs(table: pd.DataFrame, subjects: Iterable[str]) -> list[Subject
     failed with a message instead of dropping it silently. Works on plain records (one
     pass over the table), so 10,000 subjects take a second, not minutes.
     """
-    pcols = _participant_columns(table)
+    pcols = participant_columns(table)
     by_subject: dict[str, list[dict[str, Any]]] = {}
     for record in table.to_dict("records"):
         by_subject.setdefault(record["subject"], []).append(record)

@@ -104,7 +104,7 @@ def _silence():
         yield
 
 
-def _scalar_block(name: str, subjects: np.ndarray, variables: Sequence[str], extra_dims=None) -> xr.Dataset:
+def _scalar_block(subjects: np.ndarray, variables: Sequence[str], extra_dims=None) -> xr.Dataset:
     import dask.array as da
 
     n = len(subjects)
@@ -185,13 +185,13 @@ def init_store(
         enc = {v: {"chunks": (1,)} for v in part.data_vars}
         part.to_zarr(path, group="participants", mode="w", zarr_format=3, consolidated=False, encoding=enc)
 
-        deface = _scalar_block("deface", subj, DEFACE_VARIABLES, ("template", len(templates)))
+        deface = _scalar_block(subj, DEFACE_VARIABLES, ("template", len(templates)))
         deface = deface.assign_coords(template=_obj(templates))
         deface.attrs.update(common)
         deface.to_zarr(path, group="deface", mode="w", zarr_format=3, consolidated=False, compute=False)
 
         for group, names in (("qc_anat", anat_iqms), ("qc_func", func_iqms)):
-            ds = _scalar_block(group, subj, names)
+            ds = _scalar_block(subj, names)
             ds.attrs.update(common)
             ds.to_zarr(path, group=group, mode="w", zarr_format=3, consolidated=False, compute=False)
 

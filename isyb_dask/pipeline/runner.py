@@ -31,7 +31,13 @@ import yaml
 from isyb_dask import __version__
 from isyb_dask.config import RunConfig
 from isyb_dask.io import store as results_store
-from isyb_dask.io.bids import check_output_dir, index_bids, select_participants, subject_inputs
+from isyb_dask.io.bids import (
+    check_output_dir,
+    index_bids,
+    participant_columns,
+    select_participants,
+    subject_inputs,
+)
 from isyb_dask.io.derivatives import write_dataset_description
 from isyb_dask.pipeline.progress import Progress
 from isyb_dask.pipeline.tasks import SubjectJob, is_complete, load_result, process_subject, store_result
@@ -72,13 +78,10 @@ def _bidsignore(out_dir: Path) -> None:
 
 
 def _participants_frame(table: pd.DataFrame, subjects: Sequence[str]) -> pd.DataFrame:
-    fixed = {"subject", "session", "datatype", "suffix", "task", "run", "acq", "path", "sidecar",
-             "bval", "bvec", "aslcontext", "metadata"}
-    cols = [c for c in table.columns if c not in fixed]
+    cols = participant_columns(table)
     if not cols:
         return pd.DataFrame(index=list(subjects))
-    frame = table.drop_duplicates("subject").set_index("subject")[cols]
-    return frame.reindex(list(subjects))
+    return table.drop_duplicates("subject").set_index("subject")[cols].reindex(list(subjects))
 
 
 def _store_layout() -> dict[str, Any]:
@@ -185,9 +188,12 @@ def run_participant_level(
     summary = RunSummary(total=len(subjects), skipped=skipped)
     if skipped:
         prog.message(f"{skipped} subjects already complete (resuming); {len(todo)} to run")
+        pending = {job.inputs.subject for job in todo}
         for inp in inputs:
+            if inp.subject in pending:
+                continue
             res = load_result(out_dir, inp.subject)
-            if res and res.get("status") == "failed" and not any(j.inputs.subject == inp.subject for j in todo):
+            if res and res.get("status") == "failed":
                 summary.failed.append(inp.subject)
 
     if todo:

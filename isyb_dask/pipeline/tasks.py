@@ -195,14 +195,11 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
         if out is not None:
             result["qc_anat"] = out
     if "qc_func" in cfg.stages and inp.bold is not None:
-        if "RepetitionTime" not in inp.bold_meta:
-            result["errors"]["qc_func"] = f"qc_func: {inp.bold.name}: missing sidecar field RepetitionTime"
-        else:
-            from isyb_dask.qc.func_stage import run_qc_func
+        from isyb_dask.qc.func_stage import run_qc_func
 
-            out = stage("qc_func", run_qc_func, inp.bold, inp.bold_meta, inp.subject, cfg.qc, job.out_dir)
-            if out is not None:
-                result["qc_func"] = out
+        out = stage("qc_func", run_qc_func, inp.bold, inp.bold_meta, inp.subject, cfg.qc, job.out_dir)
+        if out is not None:
+            result["qc_func"] = out
     if "metrics" in cfg.stages and t1w_ok:
         from isyb_dask.metrics.stage import run_metrics
 
