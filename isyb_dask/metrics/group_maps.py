@@ -420,7 +420,8 @@ def run_group_maps(
     if figures:
         from isyb_dask.metrics.figures import plot_group_maps
 
-        paths = plot_group_maps(ds, Path(out_dir) / "figures")
+        missing = surface["missing"].isel(subject=np.flatnonzero(include)).load()
+        paths = plot_group_maps(ds, Path(out_dir) / "figures", missing=missing)
     return {
         "n_included": int(ds.attrs["n_included"]),
         "n_mask_vertices": int(ds["mask"].sum()),
