@@ -17,8 +17,8 @@ import pandas as pd
 __all__ = ["load_ras", "slice_indices", "contour_mosaic", "overlay_edges", "carpet_plot",
            "maps_mosaic", "resample_to", "tile", "edge_check"]
 
-DPI = 60
-_COLOURS = ("#e41a1c", "#4daf4a", "#377eb8", "#ff7f00")
+DPI = 72
+_COLOURS = ("#4daf4a", "#377eb8", "#ff7f00", "#e41a1c")
 
 
 def _figure(width: float, height: float):
@@ -184,8 +184,9 @@ def overlay_edges(background: np.ndarray, moving: np.ndarray, out: Path, *,
     -------
     Path
     """
-    fin = moving[np.isfinite(moving) & (moving > 0)]
-    levels = sorted(set(float(v) for v in np.percentile(fin, [20, 70]))) if fin.size else []
+    fin = moving[np.isfinite(moving)]
+    fin = fin[fin > 0.1 * fin.max()] if fin.size and fin.max() > 0 else fin[:0]
+    levels = sorted(set(float(v) for v in np.percentile(fin, [15, 75]))) if fin.size else []
     fig = _figure(8.0, 8.0 * background.shape[0] / background.shape[1] + 0.35)
     ax = fig.add_axes((0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     lo, hi = _limits(background)

@@ -3,7 +3,7 @@
 A page shows, when the files exist: the defaced renders per template, brain mask and tissue
 contours on the T1w, the template-to-subject registration check, the T1w-to-MNI
 normalisation check, the BOLD carpet plot, the FA/MD/CBF/ALFF/fALFF/ReHo maps and the
-subject's IQMs against the group. Pictures are PNGs in ``sub-X/figures/`` (Agg, 60 dpi),
+subject's IQMs against the group. Pictures are PNGs in ``sub-X/figures/`` (Agg, 72 dpi),
 redrawn only when older than their inputs. A failed or partial subject's page starts with
 what failed.
 """
@@ -118,8 +118,8 @@ def _defacing(data: ReportData, subject: str, files: SubjectFiles, page_dir: Pat
 def _anatomy(files: SubjectFiles, figdir: Path, page_dir: Path, subject: str) -> str:
     if files.t1w is None or (files.brain_mask is None and not files.probseg):
         return NOT_AVAILABLE
-    maps = {k: v for k, v in (("brain mask", files.brain_mask),
-                              *((f"{t} > 0.5", p) for t, p in files.probseg.items()))
+    maps = {k: v for k, v in (*((f"{t} > 0.5", p) for t, p in files.probseg.items()),
+                              ("brain mask", files.brain_mask))  # mask drawn last, on top
             if v is not None}
 
     def draw(out: Path) -> Path:

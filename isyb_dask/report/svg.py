@@ -140,7 +140,7 @@ def strip_plot(
         return top + (hi - val) / (hi - lo) * (height - top - bottom)
 
     cx, band = (left + width - right) / 2, (width - left - right) * 0.8
-    parts = [f'<svg class="iqm" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+    parts = [f'<svg class="iqm" width="{width}" '
              f'height="{height}" viewBox="0 0 {width} {height}" data-points="{int(ok.sum())}" '
              f'font-size="9" font-family="sans-serif" role="img" '
              f'aria-label="{html.escape(title)}">',
@@ -217,7 +217,7 @@ def position_plot(
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     left, right = 4, 4
-    head = (f'<svg class="pos" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+    head = (f'<svg class="pos" width="{width}" '
             f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
             f'aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>')
     if v.size == 0:
@@ -281,7 +281,7 @@ def bar_plot(
     label_w, top = 90, 16
     height = top + len(bars) * (bar_height + 4) + 4
     span = width - label_w - 50
-    parts = [f'<svg class="bars" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+    parts = [f'<svg class="bars" width="{width}" '
              f'height="{height}" viewBox="0 0 {width} {height}" font-size="10" '
              f'font-family="sans-serif" role="img" aria-label="{html.escape(title)}">',
              f'<text x="0" y="11" font-weight="bold">{html.escape(title)}</text>']

@@ -51,7 +51,7 @@ def failure_table(data: ReportData) -> pd.DataFrame:
                         and msg.split(":", 1)[0].islower():
                     names = [msg.split(":", 1)[0]]
                 rows.append({"subject": sub, "kind": st,
-                             "stage": ", ".join(names) or "unknown", "message": msg})
+                             "stage": ", ".join(names) or "not recorded", "message": msg})
             elif st == "excluded":
                 rows.append({"subject": sub, "kind": "excluded",
                              "stage": "qc exclusion" + (f" ({rule[sub]})" if rule[sub] else ""),
