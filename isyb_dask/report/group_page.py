@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from isyb_dask.report import images
-from isyb_dask.report.data import ReportData, read_tsv
+from isyb_dask.report.data import ReportData
 from isyb_dask.report.iqm_plots import iqm_plots, plot_settings
 from isyb_dask.report.page import NOT_AVAILABLE, esc, page, section, table_html, tsv_link
 from isyb_dask.report.svg import bar_plot
@@ -67,7 +67,8 @@ def _qc(data: ReportData) -> str:
             else None
         parts.append(f"<h3>{title} IQMs</h3>")
         parts.append(f'<div class="plots">{"".join(plots)}</div>' if plots else NOT_AVAILABLE)
-        parts.append(_links(out, [(out / f"group_{modality}.tsv", f"group_{modality}.tsv (all IQMs)"),
+        full = out / f"group_{modality}.tsv"
+        parts.append(_links(out, [(full, f"{full.name} (all IQMs)"),
                                   (spath, f"IQM summary ({title})")]))
     figs = [out / "figures" / f"qc_{m}.png" for m in ("T1w", "bold")]
     parts.append('<p class="dl">Static figures: ' + " ".join(
@@ -160,9 +161,10 @@ def _surface(data: ReportData) -> str:
     for name, label in (("group_mean_maps", "Figure 3: group mean"),
                         ("group_sd_maps", "Figure 4: group SD")):
         p = figdir / f"{name}.png"
-        body.append(f'<figure>{images.img_tag(p, label)}<figcaption>{esc(label)} of each '
-                    f"metric on the inflated fsLR 32k surface; one colour scale per row (2nd-98th "
-                    f"percentile), units on the colour bar.</figcaption>{note}</figure>"
+        body.append(f'<figure><a href="figures/{esc(p.name)}">{images.img_tag(p, label)}</a>'
+                    f"<figcaption>{esc(label)} of each metric on the inflated fsLR 32k surface; "
+                    f"one colour scale per row (2nd-98th percentile), units on the colour bar; "
+                    f"click for the full-resolution PNG.</figcaption>{note}</figure>"
                     if p.is_file() else f"<h3>{esc(label)}</h3>{NOT_AVAILABLE}")
     if "stats" in data.groups:
         from isyb_dask.io.store import open_group
@@ -229,7 +231,3 @@ def group_page_html(data: ReportData) -> str:
     ])
     return page("isyb-dask study report", [(f"#{s}", s) for s in SECTION_IDS], body)
 
-
-def read_group_tsv(out_dir: Path, name: str) -> pd.DataFrame | None:
-    """A TSV of the group step (``group_T1w.tsv``...) or None."""
-    return read_tsv(out_dir / name)

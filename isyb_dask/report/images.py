@@ -17,8 +17,8 @@ def data_uri(payload: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
 
 
-def compact_image(path: Path, max_width: int = 1100, max_bytes: int = 350_000,
-                  quality: int = 82) -> tuple[bytes, str]:
+def compact_image(path: Path, max_width: int = 900, max_bytes: int = 350_000,
+                  quality: int = 72) -> tuple[bytes, str]:
     """Bytes and MIME type of an image small enough to embed.
 
     Images over ``max_bytes`` are scaled down to ``max_width`` pixels and JPEG-encoded (with

@@ -266,11 +266,11 @@ def carpet_plot(bold: np.ndarray, mask: np.ndarray, confounds: pd.DataFrame, out
     sd = ts.std(1, keepdims=True)
     z = (ts - ts.mean(1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
     n_t = bold.shape[-1]
-    fd = pd.to_numeric(confounds.get("framewise_displacement", pd.Series(np.nan, index=range(n_t))),
+    empty = pd.Series(np.nan, index=range(n_t))
+    fd = pd.to_numeric(confounds.get("framewise_displacement", empty),
                        errors="coerce").to_numpy(float)
     dv_col = "std_dvars" if "std_dvars" in confounds else "dvars"
-    dv = pd.to_numeric(confounds.get(dv_col, pd.Series(np.nan, index=range(n_t))),
-                       errors="coerce").to_numpy(float)
+    dv = pd.to_numeric(confounds.get(dv_col, empty), errors="coerce").to_numpy(float)
     spikes = np.flatnonzero(np.nan_to_num(fd) > fd_threshold)
     fig = _figure(8.0, 4.6)
     grid = fig.add_gridspec(3, 1, height_ratios=[1, 1, 3.2], hspace=0.08,

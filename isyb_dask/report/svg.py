@@ -221,7 +221,8 @@ def position_plot(
             f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
             f'aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>')
     if v.size == 0:
-        return head + f'<text x="{left}" y="{height / 2 + 3}" font-size="9">no group data</text></svg>'
+        return (head + f'<text x="{left}" y="{height / 2 + 3}" font-size="9">no group data'
+                       "</text></svg>")
     lo, hi = _range(v, [subject_value])
 
     def x_of(val: float) -> float:
@@ -234,9 +235,10 @@ def position_plot(
              f'stroke="#ccc"/>',
              f'<line x1="{x_of(q[1]):.1f}" x2="{x_of(q[5]):.1f}" y1="{mid}" y2="{mid}" '
              f'stroke="{_GREY}"/>',
-             f'<rect x="{x_of(q[2]):.1f}" y="{mid - 7}" width="{max(x_of(q[4]) - x_of(q[2]), 1):.1f}"'
-             f' height="14" fill="#dde4f0" stroke="{_BLUE}"><title>quartiles {fmt(q[2])} - '
-             f'{fmt(q[4])} (n={v.size})</title></rect>',
+             f'<rect x="{x_of(q[2]):.1f}" y="{mid - 7}" '
+             f'width="{max(x_of(q[4]) - x_of(q[2]), 1):.1f}" height="14" fill="#dde4f0" '
+             f'stroke="{_BLUE}"><title>quartiles {fmt(q[2])} - {fmt(q[4])} (n={v.size})'
+             f"</title></rect>",
              f'<line x1="{x_of(q[3]):.1f}" x2="{x_of(q[3]):.1f}" y1="{mid - 7}" y2="{mid + 7}" '
              f'stroke="{_BLUE}" stroke-width="2"><title>median {fmt(q[3])}</title></line>']
     if np.isfinite(subject_value):
