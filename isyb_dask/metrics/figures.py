@@ -26,6 +26,7 @@ __all__ = [
     "plot_group_maps",
     "plot_surface_maps",
     "rasterize_view",
+    "surface_maps_figure",
 ]
 
 #: (hemisphere, view name, viewing direction from the eye to the brain, in MNI axes)
@@ -138,18 +139,16 @@ def _row_limits(values: np.ndarray) -> tuple[float, float]:
     return lo, (hi if hi > lo else lo + 1.0)
 
 
-def plot_surface_maps(
+def surface_maps_figure(
     maps: np.ndarray,
     titles: list[str],
-    path: str | Path,
     *,
     surf: FsLR32k | None = None,
     cmap: str = "viridis",
     suptitle: str | None = None,
     units: list[str] | None = None,
     footnote: str | None = None,
-    dpi: int = 100,
-) -> Path:
+):
     """Draw several vertex maps, one row per map and one column per view.
 
     Each row has one colour scale (2nd-98th percentile of the map) shared by its four views,
@@ -162,8 +161,6 @@ def plot_surface_maps(
         ``(n_maps, 64984)`` values; NaN vertices are grey.
     titles
         One row label per map.
-    path
-        PNG to write (parents created).
     surf
         Surfaces (default :func:`load_fslr32k`); the inflated surface is drawn.
     cmap
@@ -174,13 +171,11 @@ def plot_surface_maps(
         Unit of each row (colour-bar label); None for no label.
     footnote
         Text under the maps (e.g. which metrics were left out and why).
-    dpi
-        Resolution.
 
     Returns
     -------
-    Path
-        ``path``.
+    matplotlib.figure.Figure
+        Axes: four map axes per row then the row's colour-bar axes.
     """
     from matplotlib import colormaps
     from matplotlib import colors as mcolors
@@ -237,6 +232,32 @@ def plot_surface_maps(
         fig.suptitle(suptitle, y=1.0 - 0.1 / height)
     if footnote:
         fig.text(0.05, 0.08 / height, footnote, fontsize=7, color="0.3", va="bottom", wrap=True)
+    return fig
+
+
+def plot_surface_maps(
+    maps: np.ndarray,
+    titles: list[str],
+    path: str | Path,
+    *,
+    surf: FsLR32k | None = None,
+    cmap: str = "viridis",
+    suptitle: str | None = None,
+    units: list[str] | None = None,
+    footnote: str | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Draw :func:`surface_maps_figure` and save it as a PNG (parents created).
+
+    Parameters are those of :func:`surface_maps_figure`, plus ``path`` (the PNG) and ``dpi``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    fig = surface_maps_figure(maps, titles, surf=surf, cmap=cmap, suptitle=suptitle,
+                              units=units, footnote=footnote)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
