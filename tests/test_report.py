@@ -109,6 +109,13 @@ def fake_report(tmp_path_factory):
     store = make_fake_store(tmp)
     run_stats(store, tmp, StatsConfig())
     (tmp / "group_T1w.tsv").write_text("bids_name\tcnr\nsub-0004_T1w\t3.2\n")
+    import matplotlib.pyplot as plt
+
+    from isyb_dask.report.paths import render_path
+
+    render = render_path(tmp, "sub-0010", "CN200")
+    render.parent.mkdir(parents=True)
+    plt.imsave(render, np.random.default_rng(0).random((40, 60)), cmap="gray")
     return tmp, store, write_report(tmp, store)
 
 
@@ -149,7 +156,8 @@ def test_subject_pages_written_for_every_subject(fake_report):
     for sec in SUBJECT_SECTIONS:
         assert f'<section id="{sec}">' in text
     assert text.count('<svg class="pos"') >= 4  # IQMs against the group
-    assert "render not available" in text  # no renders in the fake run
+    assert 'src="figures/sub-0010_desc-defacedCN200_render.png"' in text
+    assert text.count("render not available") == 2  # the two other templates
     assert unresolved_refs(ok) == []
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from isyb_dask.report import images
 from isyb_dask.report.data import ReportData
-from isyb_dask.report.iqm_plots import iqm_plots, plot_settings
+from isyb_dask.report.iqm_plots import iqm_plots, plot_settings, qc_sample
 from isyb_dask.report.page import NOT_AVAILABLE, esc, page, section, table_html, tsv_link
 from isyb_dask.report.svg import bar_plot
 from isyb_dask.report.tables import (exclusion_table, failure_table, iqm_summary, nmi_summary,
@@ -53,9 +53,8 @@ def _summary(data: ReportData) -> str:
 
 def _qc(data: ReportData) -> str:
     out, settings = data.out_dir, plot_settings(data.attrs)
-    status = data.status()
-    sample = [s for s in data.subjects if status.get(s, "") in ("ok", "excluded")]
-    parts = [f"<p>Each point is one subject of the QC sample (status ok or excluded), "
+    sample = qc_sample(data)
+    parts = [f"<p>Each point is one subject with IQMs (status ok, partial or excluded), "
              f"spread sideways at random; hover a point for its label. Solid line: mean; dashed: "
              f"mean &plusmn; {settings.sd_limit:g} SD (IQMs screened by the SD rule); red line: "
              f"mean-FD limit. Red: excluded (filled: by this IQM; ring: by another rule), a "

@@ -14,7 +14,7 @@ from isyb_dask.report.data import ReportData
 from isyb_dask.report.svg import strip_plot
 from isyb_dask.report.tables import subject_page_href
 
-__all__ = ["IqmPlotSettings", "plot_settings", "iqm_plots", "plotted_iqms"]
+__all__ = ["IqmPlotSettings", "plot_settings", "iqm_plots", "plotted_iqms", "qc_sample"]
 
 #: IQMs plotted besides the ones screened by the SD rule (when the store has them); the
 #: rest are in the linked TSVs.
@@ -59,10 +59,15 @@ def plotted_iqms(frame: pd.DataFrame | None, screened: Sequence[str],
             and np.isfinite(pd.to_numeric(frame[n], errors="coerce")).any()]
 
 
-def _sample(data: ReportData) -> list[str]:
-    """Subjects analysed by the QC group step: status ok or excluded."""
+#: Statuses of the subjects drawn on the IQM plots (a ``partial`` subject failed a later
+#: stage but may have its IQMs).
+PLOT_STATUSES = ("ok", "excluded", "partial")
+
+
+def qc_sample(data: ReportData) -> list[str]:
+    """Subjects drawn on the IQM plots and in the group distributions (:data:`PLOT_STATUSES`)."""
     status = data.status()
-    return [s for s in data.subjects if status.get(s, "") in ("ok", "excluded")]
+    return [s for s in data.subjects if status.get(s, "") in PLOT_STATUSES]
 
 
 def iqm_plots(data: ReportData, modality: str, settings: IqmPlotSettings) -> list[str]:
@@ -87,7 +92,7 @@ def iqm_plots(data: ReportData, modality: str, settings: IqmPlotSettings) -> lis
     names = plotted_iqms(frame, screened, EXTRA_T1W if modality == "T1w" else EXTRA_BOLD)
     if not names or frame is None:
         return []
-    sample = [s for s in _sample(data) if s in frame.index]
+    sample = [s for s in qc_sample(data) if s in frame.index]
     part = data.participants
     status = data.status()
     excluded, metric_of = {}, {}

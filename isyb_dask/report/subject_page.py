@@ -205,11 +205,11 @@ def _maps(files: SubjectFiles, figdir: Path, page_dir: Path, subject: str) -> st
 
 
 def _iqms(data: ReportData, subject: str) -> str:
-    from isyb_dask.report.iqm_plots import EXTRA_BOLD, EXTRA_T1W, plot_settings, plotted_iqms
+    from isyb_dask.report.iqm_plots import (EXTRA_BOLD, EXTRA_T1W, plot_settings, plotted_iqms,
+                                            qc_sample)
 
     settings = plot_settings(data.attrs)
-    status = data.status()
-    sample = [s for s in data.subjects if status.get(s, "") in ("ok", "excluded")]
+    sample = qc_sample(data)
     out = []
     for title, frame, names in (
             ("T1w", data.qc_anat, plotted_iqms(data.qc_anat, settings.anat_sd_metrics, EXTRA_T1W)),
