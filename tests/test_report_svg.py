@@ -131,3 +131,24 @@ def test_text_list_and_href():
     assert text_list("a; b,c") == ["a", "b", "c"]
     assert text_list(None) == [] and text_list("nan") == []
     assert subject_page_href("sub-01") == "sub-01/sub-01_report.html"
+
+
+def test_audit_rates_per_template(tmp_path):
+    import xarray as xr
+
+    from isyb_dask.report.group_page import _audit
+
+    detected = np.array([[1, 0], [0, 0], [1, 0], [np.nan, 1]], dtype=float)
+    rank = np.array([[1, 3], [1, 1], [2, 5], [4, np.nan]], dtype=float)
+    ds = xr.Dataset({"face_detected": (("subject", "template"), detected),
+                     "reid_rank": (("subject", "template"), rank)},
+                    coords={"subject": ["a", "b", "c", "d"], "template": ["MNI152", "CN200"]})
+    data = ReportData(out_dir=tmp_path, store=tmp_path / "results.zarr", deface=ds,
+                      deface_audit=pd.DataFrame({"template": ["MNI152", "CN200"],
+                                                 "rank1_rate": [0.5, 1 / 3]}))
+    html = _audit(data)
+    titles = re.findall(r"<title>([^<]*)</title>", html)
+    # detection: MNI152 2 of 3 finite, CN200 1 of 4; rank-1: MNI152 2 of 4, CN200 1 of 3
+    assert titles == ["MNI152: 66.7%", "CN200: 25.0%", "MNI152: 50.0%", "CN200: 33.3%"]
+    assert (tmp_path / "report_tables" / "deface_audit.tsv").is_file()
+    assert 'href="report_tables/deface_audit.tsv"' in html
