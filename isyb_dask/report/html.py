@@ -86,8 +86,8 @@ def write_report(out_dir: str | Path, store_path: str | Path, *,
         ``results.zarr``; missing groups or files are shown as "not available".
     subject_pages
         Also write ``sub-X/sub-X_report.html`` for every subject of the store (their
-        pictures are redrawn only when older than their inputs; about 5 s per subject
-        the first time, 0.05 s after).
+        pictures are redrawn only when older than their inputs; about 1-1.5 s of CPU per
+        subject the first time, 0.01 s after).
     workers
         Processes drawing subject pages.
 

@@ -8,6 +8,7 @@ slices, anterior up, left on the left of the picture.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,13 +38,25 @@ def _save(fig, path: Path) -> Path:
 
 
 def load_ras(path: Path):
-    """A NIfTI image reoriented to RAS (first volume of a 4D image)."""
+    """A NIfTI image reoriented to RAS (first volume of a 4D image), data in memory.
+
+    The last few images are cached (keyed by path and modification time): a subject page
+    reads its T1w for several pictures.
+    """
+    path = Path(path)
+    return _load_ras(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_ras(path: str, mtime_ns: int):
     import nibabel as nib
 
-    img = nib.as_closest_canonical(nib.load(str(path)))
+    img = nib.as_closest_canonical(nib.load(path))
     if img.ndim == 4:
         img = img.slicer[..., 0]
-    return img
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data.setflags(write=False)
+    return nib.Nifti1Image(data, img.affine)
 
 
 def resample_to(img, ref, matrix: np.ndarray | None = None, order: int = 1,
