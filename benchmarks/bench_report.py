@@ -107,8 +107,9 @@ def legacy_writer(tmp: Path):
     pkg = tmp / "legacy_report"
     pkg.mkdir()
     for name in ("__init__", "html", "images", "sections"):
-        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{BASE}:isyb_dask/report/{name}.py"],
-                              check=True, capture_output=True, text=True).stdout
+        spec = f"{BASE}:isyb_dask/report/{name}.py"
+        text = subprocess.run(["git", "-C", str(ROOT), "show", spec], check=True,
+                              capture_output=True, text=True).stdout
         text = text.replace("isyb_dask.report.", "legacy_report.")
         text = text.replace("from isyb_dask.report import", "from legacy_report import")
         (pkg / f"{name}.py").write_text(text)
