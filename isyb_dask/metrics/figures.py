@@ -19,7 +19,15 @@ from scipy import ndimage
 
 from isyb_dask.metrics.fslr import N_VERTICES_HEMI, FsLR32k, load_fslr32k
 
-__all__ = ["VIEWS", "ViewRaster", "plot_group_maps", "plot_surface_maps", "rasterize_view"]
+__all__ = [
+    "VIEWS",
+    "ViewRaster",
+    "omitted_metrics",
+    "plot_group_maps",
+    "plot_surface_maps",
+    "rasterize_view",
+    "surface_maps_figure",
+]
 
 #: (hemisphere, view name, viewing direction from the eye to the brain, in MNI axes)
 VIEWS: tuple[tuple[str, str, tuple[float, float, float]], ...] = (
@@ -122,17 +130,30 @@ def rasterize_view(
     return ViewRaster(vertex=vert, shade=shade)
 
 
-def plot_surface_maps(
+def _row_limits(values: np.ndarray) -> tuple[float, float]:
+    """Colour limits of one row: 2nd-98th percentile of the finite values."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(finite, [2, 98]))
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
+def surface_maps_figure(
     maps: np.ndarray,
     titles: list[str],
-    path: str | Path,
     *,
     surf: FsLR32k | None = None,
     cmap: str = "viridis",
     suptitle: str | None = None,
-    dpi: int = 100,
-) -> Path:
+    units: list[str] | None = None,
+    footnote: str | None = None,
+):
     """Draw several vertex maps, one row per map and one column per view.
+
+    Each row has one colour scale (2nd-98th percentile of the map) shared by its four views,
+    drawn as a colour bar in the row's own last column (so bar and maps line up), labelled
+    with the row's unit.
 
     Parameters
     ----------
@@ -140,27 +161,27 @@ def plot_surface_maps(
         ``(n_maps, 64984)`` values; NaN vertices are grey.
     titles
         One row label per map.
-    path
-        PNG to write (parents created).
     surf
         Surfaces (default :func:`load_fslr32k`); the inflated surface is drawn.
     cmap
         Matplotlib colormap name.
     suptitle
         Figure title.
-    dpi
-        Resolution.
+    units
+        Unit of each row (colour-bar label); None for no label.
+    footnote
+        Text under the maps (e.g. which metrics were left out and why).
 
     Returns
     -------
-    Path
-        ``path``.
+    matplotlib.figure.Figure
+        Axes: four map axes per row then the row's colour-bar axes.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
     from matplotlib import colors as mcolors
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.figure import Figure
 
     surf = surf if surf is not None else load_fslr32k()
     maps = np.atleast_2d(np.asarray(maps, dtype=np.float64))
@@ -170,23 +191,21 @@ def plot_surface_maps(
         rasters[(hemi, name)] = rasterize_view(
             surf.coords["inflated"][sl], surf.hemi_faces(hemi), direction
         )
-    colormap = matplotlib.colormaps[cmap]
-    fig, axes = plt.subplots(
-        len(maps),
-        len(VIEWS),
-        figsize=(2.2 * len(VIEWS) + 1.0, 1.5 * len(maps) + 0.6),
-        squeeze=False,
+    colormap = colormaps[cmap]
+    n_rows = max(len(maps), 1)
+    foot = 0.35 if footnote else 0.0
+    height = 1.5 * n_rows + 0.6 + foot
+    fig = Figure(figsize=(2.2 * len(VIEWS) + 1.6, height))
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(
+        n_rows, len(VIEWS) + 1, width_ratios=[1.0] * len(VIEWS) + [0.07],
+        top=1.0 - 0.45 / height, bottom=(0.1 + foot) / height, left=0.05, right=0.86,
+        wspace=0.05, hspace=0.12,
     )
     for row, (values, title) in enumerate(zip(maps, titles)):
-        finite = values[np.isfinite(values)]
-        if finite.size:
-            lo, hi = np.percentile(finite, [2, 98])
-            hi = hi if hi > lo else lo + 1.0
-        else:
-            lo, hi = 0.0, 1.0
-        norm = mcolors.Normalize(lo, hi)
+        norm = mcolors.Normalize(*_row_limits(values))
         for col, (hemi, name, _) in enumerate(VIEWS):
-            ax = axes[row, col]
+            ax = fig.add_subplot(grid[row, col])
             ras = rasters[(hemi, name)]
             off = 0 if hemi == "L" else N_VERTICES_HEMI
             hemi_vals = values[off : off + N_VERTICES_HEMI]
@@ -202,31 +221,88 @@ def plot_surface_maps(
             if row == 0:
                 ax.set_title(f"{hemi} {name}", fontsize=8)
             if col == 0:
-                ax.text(
-                    -0.05,
-                    0.5,
-                    title,
-                    transform=ax.transAxes,
-                    rotation=90,
-                    ha="right",
-                    va="center",
-                    fontsize=8,
-                )
-        sm = plt.cm.ScalarMappable(norm=norm, cmap=colormap)
-        fig.colorbar(sm, ax=axes[row, :].tolist(), fraction=0.02, pad=0.01)
-    height = 1.5 * len(maps) + 0.6
-    fig.subplots_adjust(top=1.0 - 0.45 / height, bottom=0.1 / height, left=0.05, right=0.92)
+                ax.text(-0.05, 0.5, title, transform=ax.transAxes, rotation=90, ha="right",
+                        va="center", fontsize=8)
+        cax = fig.add_subplot(grid[row, len(VIEWS)])
+        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=colormap), cax=cax)
+        bar.ax.tick_params(labelsize=7)
+        if units and units[row]:
+            bar.set_label(units[row], fontsize=7)
     if suptitle:
         fig.suptitle(suptitle, y=1.0 - 0.1 / height)
+    if footnote:
+        fig.text(0.05, 0.08 / height, footnote, fontsize=7, color="0.3", va="bottom", wrap=True)
+    return fig
+
+
+def plot_surface_maps(
+    maps: np.ndarray,
+    titles: list[str],
+    path: str | Path,
+    *,
+    surf: FsLR32k | None = None,
+    cmap: str = "viridis",
+    suptitle: str | None = None,
+    units: list[str] | None = None,
+    footnote: str | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Draw :func:`surface_maps_figure` and save it as a PNG (parents created).
+
+    Parameters are those of :func:`surface_maps_figure`, plus ``path`` (the PNG) and ``dpi``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    fig = surface_maps_figure(maps, titles, surf=surf, cmap=cmap, suptitle=suptitle,
+                              units=units, footnote=footnote)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
-def plot_group_maps(group, fig_dir: str | Path, *, surf: FsLR32k | None = None) -> dict:
-    """Figures 3 and 4: group mean and SD maps of every metric.
+def omitted_metrics(group, missing=None) -> dict[str, str]:
+    """Metrics of a group-maps dataset that have no finite value, with the reason.
+
+    Parameters
+    ----------
+    group
+        Dataset with ``mean`` over ``(metric, vertex)`` (and optionally ``n``).
+    missing
+        Optional ``(subject, metric)`` DataArray of per-subject missing reasons (the store's
+        ``surface/missing``); the most frequent non-empty reason names the cause.
+
+    Returns
+    -------
+    dict
+        Metric -> reason, in the metric order of ``group``.
+    """
+    out: dict[str, str] = {}
+    mean = np.asarray(group["mean"].values, dtype=np.float64)
+    for i, metric in enumerate(str(m) for m in group["metric"].values):
+        if np.isfinite(mean[i]).any():
+            continue
+        reason = "no subject has a value"
+        if missing is not None and metric in [str(m) for m in missing["metric"].values]:
+            texts = [str(t) for t in np.asarray(missing.sel(metric=metric).values).ravel()
+                     if str(t).strip()]
+            if texts:
+                vals, counts = np.unique(texts, return_counts=True)
+                reason = f"{vals[np.argmax(counts)]} ({counts.max()} of {len(texts)} subjects)"
+        out[metric] = reason
+    return out
+
+
+def plot_group_maps(group, fig_dir: str | Path, *, surf: FsLR32k | None = None,
+                    missing=None) -> dict:
+    """Figures 3 and 4: group mean and SD maps of every metric that has data.
+
+    Metrics without any finite group value get no row; the figure's footnote names them and
+    why (see :func:`omitted_metrics`). Rows are labelled with units from
+    :data:`isyb_dask.metrics.names.METRIC_UNITS`.
 
     Parameters
     ----------
@@ -236,26 +312,37 @@ def plot_group_maps(group, fig_dir: str | Path, *, surf: FsLR32k | None = None) 
         Output folder.
     surf
         Surfaces (default :func:`load_fslr32k`).
+    missing
+        Optional per-subject missing reasons (``surface/missing``) for the footnote.
 
     Returns
     -------
     dict
         ``{"group_mean_maps": Path, "group_sd_maps": Path}``.
     """
+    from isyb_dask.metrics.names import METRIC_UNITS
+
     fig_dir = Path(fig_dir)
     metrics = [str(m) for m in group["metric"].values]
+    omitted = omitted_metrics(group, missing)
+    rows = [i for i, m in enumerate(metrics) if m not in omitted]
+    footnote = ("No row for " + "; ".join(f"{m}: {r}" for m, r in omitted.items())
+                if omitted else None)
     n_inc = group.attrs.get("n_included", "?")
     out = {}
     for var, fname, cmap in (
         ("mean", "group_mean_maps", "viridis"),
         ("sd", "group_sd_maps", "magma"),
     ):
+        values = np.asarray(group[var].values)[rows]
         out[fname] = plot_surface_maps(
-            np.asarray(group[var].values),
-            metrics,
+            values if rows else np.full((1, values.shape[-1]), np.nan),
+            [metrics[i] for i in rows] or ["no metric has data"],
             fig_dir / f"{fname}.png",
             surf=surf,
             cmap=cmap,
             suptitle=f"Group {var} (n = {n_inc})",
+            units=[METRIC_UNITS.get(metrics[i], "").split(" (")[0] for i in rows] or None,
+            footnote=footnote,
         )
     return out

@@ -420,7 +420,9 @@ def run_group_maps(
     if figures:
         from isyb_dask.metrics.figures import plot_group_maps
 
-        paths = plot_group_maps(ds, Path(out_dir) / "figures")
+        missing = (surface["missing"].isel(subject=np.flatnonzero(include)).load()
+                   if "missing" in surface else None)
+        paths = plot_group_maps(ds, Path(out_dir) / "figures", missing=missing)
     return {
         "n_included": int(ds.attrs["n_included"]),
         "n_mask_vertices": int(ds["mask"].sum()),
