@@ -163,9 +163,9 @@ def test_gm_at_midthickness_generated_1mm(tmp_path):
     g_aff, g_syn, g_ref, cpu, _ = _gm_targets(path)
     print(f"generated 1 mm: GM at midthickness affine {g_aff:.3f} SyN {g_syn:.3f} "
           f"refined {g_ref:.3f}; {cpu:.1f} s CPU")
-    # measured 0.557 -> 0.617 -> 0.665 (issue target 0.70 / +0.15 not reached on the
-    # generated heads: their GM posterior peaks at ~0.66 along the normal, see
-    # docs/metrics_surface.md); these bounds guard the measured gain
-    assert g_ref >= 0.64
-    assert g_ref >= g_aff + 0.08
+    # measured 0.557 -> 0.617 -> 0.685 (issue target 0.70 / +0.15 not reached on the
+    # generated heads: their fuzzy GM posterior averages 0.66 along the normal beyond the
+    # white surface, see docs/metrics_surface.md); these bounds guard the measured gain
+    assert g_ref >= 0.66
+    assert g_ref >= g_aff + 0.10
     assert g_syn > g_aff

@@ -173,6 +173,7 @@ def refine_surfaces(
     iterations: int = 6,
     smooth_passes: int = 2,
     max_thickness_mm: float = 5.0,
+    thickness_smooth_passes: int = 0,
     info: dict | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Move the surfaces to the subject's tissue boundaries (see module doc).
@@ -196,6 +197,9 @@ def refine_surfaces(
         iterations, neighbour-averaging passes of the displacement per iteration.
     max_thickness_mm
         Longest GM/CSF search from the white surface.
+    thickness_smooth_passes
+        Neighbour-averaging passes of the thickness (0: each vertex keeps its own; measured
+        best for GM at midthickness, the white surface itself being smoothed).
     info
         Optional dict receiving the fraction of vertices where a boundary was found.
 
@@ -218,7 +222,7 @@ def refine_surfaces(
                                 search_mm=search_mm, step_mm=step_mm, iterations=iterations,
                                 passes=smooth_passes)
         thick, fp, n = _thickness(white, faces, adj, gm, brain, inv_aff,
-                                  max_mm=max_thickness_mm, passes=smooth_passes)
+                                  max_mm=max_thickness_mm, passes=thickness_smooth_passes)
         pial = white + thick[:, None] * n
         out[hemi] = {"white": white, "pial": pial, "midthickness": white + 0.5 * thick[:, None] * n}
         if info is not None:
