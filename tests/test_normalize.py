@@ -109,3 +109,29 @@ def test_image_to_standard_known_shift():
     assert np.allclose(norm.points_to_standard(norm.points_to_t1w(np.zeros((1, 3)))), 0.0)
     with pytest.raises(ValueError):
         norm.image_to_standard(data, aff, interpolation="cubic")
+
+
+@pytest.mark.slow
+def test_normalize_recovers_a_known_shift_of_the_template():
+    """Subject = the 2009aSym brain moved by a known translation: standard -> T1w must be
+    the bridge followed by that translation (checks the LPS and point/image conventions)."""
+    import nibabel as nb
+
+    from isyb_dask.anat.bridge import get_bridge, template_maps
+    from isyb_dask.anat.normalize import normalize_to_standard
+
+    t1, aff = template_maps(1.0)["t1"]
+    shift = np.array([6.0, -4.0, 3.0])
+    moved = aff.copy()
+    moved[:3, 3] += shift
+    img = nb.Nifti1Image((t1 * 1000).astype(np.float32), moved)
+    norm = normalize_to_standard(img, t1 > 0.05, None, seed=1, threads=1)
+    rng = np.random.default_rng(3)
+    x = rng.uniform([-55, -80, -30], [55, 50, 60], size=(300, 3))  # inside the brain box
+    expected = get_bridge().to_2009a(x) + shift
+    err = np.linalg.norm(norm.points_to_t1w(x) - expected, axis=1)
+    assert np.median(err) < 1.0 and np.percentile(err, 95) < 2.0
+    back = np.linalg.norm(norm.points_to_standard(norm.points_to_t1w(x)) - x, axis=1)
+    assert np.median(back) < 0.5
+    lj, _ = norm.log_jacobian_standard()
+    assert lj.shape == norm.grid[0] and np.isfinite(lj).all()
