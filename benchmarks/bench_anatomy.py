@@ -45,7 +45,8 @@ def _segment(path: Path):
     data = np.clip(np.asarray(img.dataobj, dtype=np.float32), 0, None)
     n4, _ = am.n4_correct(data, img.header.get_zooms()[:3], chain.brain, threads=1)
     post, _ = segment_tissues(n4, chain.brain, chain.priors)
-    return img, nb.Nifti1Image(n4, img.affine), chain.brain, {"csf": post[0], "gm": post[1], "wm": post[2]}
+    posteriors = {"csf": post[0], "gm": post[1], "wm": post[2]}
+    return img, nb.Nifti1Image(n4, img.affine), chain.brain, posteriors
 
 
 def bench(path: Path, label: str) -> dict:
@@ -99,7 +100,8 @@ def main() -> None:
         bids = generate_study(Path(tmp) / "bids", 1, "chinese", seed=3, voxel_size=1.0,
                               modalities=("anat",))
         rows.append(bench(next(bids.rglob("*_T1w.nii.gz")), "generated sub-0001, 1 mm"))
-    shared = Path(os.environ.get("ISYB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    shared = Path(os.environ.get("ISYB_SHARED_DATA", default))
     vol = shared / "heads" / "xa30_sub1_T1w_tfl_2mm.nii.gz"
     if vol.exists():
         rows.append(bench(vol, "XA30 volunteer, 2 mm"))

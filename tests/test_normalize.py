@@ -99,7 +99,8 @@ def test_image_to_standard_known_shift():
     from isyb_dask.anat.normalize import StandardNormalization
 
     shape, aff = _grid()
-    shift = DenseField(np.broadcast_to(np.array([8.0, 0, 0], np.float32), shape + (3,)).copy(), aff)
+    d = np.broadcast_to(np.array([8.0, 0, 0], np.float32), shape + (3,)).copy()
+    shift = DenseField(d, aff)
     norm = StandardNormalization("MNI152NLin6Asym", shift, DenseField(-shift.data, aff),
                                  (shape, aff), {})
     data = np.zeros(shape, np.float32)

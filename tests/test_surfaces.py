@@ -38,7 +38,8 @@ def test_place_surfaces_with_a_known_warp():
         sl = fslr.hemi_slice(hemi)
         for kind in ("white", "midthickness", "pial"):
             assert surf[hemi][kind].shape == (N_VERTICES_HEMI, 3)
-            assert np.allclose(surf[hemi][kind], fslr.coords[kind][sl] + [2.0, -3.0, 5.0], atol=1e-4)
+            expected = fslr.coords[kind][sl] + [2.0, -3.0, 5.0]
+            assert np.allclose(surf[hemi][kind], expected, atol=1e-4)
 
 
 def _sphere_phantom():
@@ -46,7 +47,8 @@ def _sphere_phantom():
     aff = np.eye(4)
     aff[:3, 3] = [-100.0, -50.0, -50.0]
     shape = (201, 101, 101)
-    ijk = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), -1)
+    axes = [np.arange(n, dtype=np.float32) for n in shape]
+    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
     xyz = ijk + aff[:3, 3].astype(np.float32)
     r = np.minimum(np.linalg.norm(xyz - CENTRES["L"].astype(np.float32), axis=-1),
                    np.linalg.norm(xyz - CENTRES["R"].astype(np.float32), axis=-1))

@@ -6,8 +6,9 @@ software is nilearn's MNI152NLin2009aSym T1 brain with its GM/WM probability map
 NLin6Asym image may be downloaded at run time, so the NLin6Asym side is built from the
 surfaces themselves: the S1200 white and pial surfaces are rasterised into a cortical
 ribbon (fraction of each 2 mm voxel between the two surfaces) and the 2009a GM prior is
-registered to it by ANTs SyN (mean squares of the two fractions, restricted to a shell around the ribbon so
-that cerebellar and deep grey matter, which the surfaces do not describe, take no part).
+registered to it by ANTs SyN (Mattes mutual information, identity start, restricted to a
+shell around the ribbon so that cerebellar and deep grey matter, which the surfaces do not
+describe, take no part).
 The result is one pair of dense fields, computed once (~1 min on one core) and cached:
 
 * ``to_2009a``: on the NLin6Asym 2 mm grid, maps NLin6Asym points to 2009aSym points;
@@ -59,7 +60,9 @@ class Bridge:
     accuracy: dict
 
 
-def sample_volume(data: np.ndarray, affine: np.ndarray, xyz: np.ndarray, order: int = 1) -> np.ndarray:
+def sample_volume(
+    data: np.ndarray, affine: np.ndarray, xyz: np.ndarray, order: int = 1
+) -> np.ndarray:
     """Values of a 3-D map at world points ``(N, 3)`` (0 outside the grid)."""
     inv = np.linalg.inv(affine)
     ijk = np.asarray(xyz, dtype=np.float64) @ inv[:3, :3].T + inv[:3, 3]
@@ -110,7 +113,9 @@ def _surface_points(coords: np.ndarray, faces: np.ndarray, n_sub: int) -> np.nda
     return np.concatenate(pts)
 
 
-def _inside(coords: np.ndarray, faces: np.ndarray, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+def _inside(
+    coords: np.ndarray, faces: np.ndarray, shape: tuple[int, ...], affine: np.ndarray
+) -> np.ndarray:
     """Voxels on or inside a closed surface mesh (dense shell, then hole filling)."""
     inv = np.linalg.inv(affine)
     ijk = np.rint(_surface_points(coords, faces, 4) @ inv[:3, :3].T + inv[:3, 3]).astype(np.int64)
@@ -120,7 +125,9 @@ def _inside(coords: np.ndarray, faces: np.ndarray, shape: tuple[int, ...], affin
     return ndi.binary_fill_holes(shell)
 
 
-def rasterise_ribbon(fslr, shape: tuple[int, int, int], affine: np.ndarray, factor: int = 2) -> np.ndarray:
+def rasterise_ribbon(
+    fslr, shape: tuple[int, int, int], affine: np.ndarray, factor: int = 2
+) -> np.ndarray:
     """Fraction of each voxel between the white and pial surfaces (both hemispheres).
 
     Rasterised on a grid ``factor`` times finer than ``(shape, affine)`` and block-averaged.
@@ -161,7 +168,8 @@ def _compute(cache: Path, seed: int) -> None:
     moving = ants_from_array(gm9, aff9)
     with tempfile.TemporaryDirectory(prefix="isyb-bridge-") as tmp:
         reg = ants.registration(
-            fixed, moving, type_of_transform="SyN", initial_transform="identity", mask=ants_from_array(shell.astype(np.float32), aff6),
+            fixed, moving, type_of_transform="SyN", initial_transform="identity",
+            mask=ants_from_array(shell.astype(np.float32), aff6),
             aff_metric="mattes", aff_iterations=(300, 200, 50), aff_shrink_factors=(4, 2, 1),
             aff_smoothing_sigmas=(2, 1, 0), syn_metric="mattes", reg_iterations=(60, 40, 20),
             flow_sigma=3, random_seed=seed, outprefix=str(Path(tmp) / "b_"),
@@ -186,7 +194,8 @@ def _compute(cache: Path, seed: int) -> None:
     to_nlin6.save(cache / "2009a_to_nlin6.nii.gz")
     (cache / "bridge.json").write_text(json.dumps(
         {"version": BRIDGE_VERSION, "seed": seed, "accuracy": accuracy,
-         "registration": "ANTs SyN (mean squares, affine 300/200/50, SyN 60/40/20), fixed = S1200 ribbon "
+         "registration": "ANTs SyN (Mattes, identity start, affine 300/200/50, SyN 60/40/20), "
+                         "fixed = S1200 ribbon "
                          "fraction on the NLin6Asym 2 mm grid, moving = 2009aSym GM prior"},
         indent=2))
 

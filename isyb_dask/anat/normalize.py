@@ -112,7 +112,9 @@ class StandardNormalization:
         return self.to_t1w.log_jacobian(), self.grid[1].copy()
 
 
-def _block_mean(data: np.ndarray, affine: np.ndarray, step_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def _block_mean(
+    data: np.ndarray, affine: np.ndarray, step_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     f = np.maximum(1, np.rint(step_mm / zooms).astype(int))
     if np.all(f == 1):
@@ -224,7 +226,9 @@ def normalize_to_standard(
     return StandardNormalization(SPACE, to_t1w, to_standard, (shape, aff.copy()), info)
 
 
-def transform_paths(out_dir: str | os.PathLike[str], subject: str, space: str) -> tuple[Path, Path]:
+def transform_paths(
+    out_dir: str | os.PathLike[str], subject: str, space: str
+) -> tuple[Path, Path]:
     """``(T1w -> space, space -> T1w)`` image-mode transform paths of a subject."""
     sub = subject if subject.startswith("sub-") else f"sub-{subject}"
     folder = Path(out_dir) / sub / "anat"
@@ -232,7 +236,9 @@ def transform_paths(out_dir: str | os.PathLike[str], subject: str, space: str) -
             folder / f"{sub}_from-{space}_to-T1w_mode-image_xfm.h5")
 
 
-def write_transforms(norm: StandardNormalization, out_dir: str | os.PathLike[str], subject: str) -> list[Path]:
+def write_transforms(
+    norm: StandardNormalization, out_dir: str | os.PathLike[str], subject: str
+) -> list[Path]:
     """Write both transforms as ITK HDF5 composite transforms, with JSON sidecars.
 
     ``from-T1w_to-<Space>`` resamples a T1w-space image into ``<Space>`` (it maps standard

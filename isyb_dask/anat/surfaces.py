@@ -101,7 +101,9 @@ def _crossing(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.n
     return np.where(found, pos[rows, k], 0.0), found
 
 
-def _smooth(values: np.ndarray, weights: np.ndarray, adj: sparse.csr_matrix, passes: int) -> np.ndarray:
+def _smooth(
+    values: np.ndarray, weights: np.ndarray, adj: sparse.csr_matrix, passes: int
+) -> np.ndarray:
     """Weighted neighbour averaging; vertices of weight 0 take their neighbours' value."""
     num, den = values * weights, weights.astype(np.float64)
     for _ in range(passes):
@@ -224,7 +226,8 @@ def refine_surfaces(
         thick, fp, n = _thickness(white, faces, adj, gm, brain, inv_aff,
                                   max_mm=max_thickness_mm, passes=thickness_smooth_passes)
         pial = white + thick[:, None] * n
-        out[hemi] = {"white": white, "pial": pial, "midthickness": white + 0.5 * thick[:, None] * n}
+        mid = white + 0.5 * thick[:, None] * n
+        out[hemi] = {"white": white, "pial": pial, "midthickness": mid}
         if info is not None:
             info[f"{hemi}_white_found"] = fw
             info[f"{hemi}_pial_found"] = fp
