@@ -136,3 +136,25 @@ def test_normalize_recovers_a_known_shift_of_the_template():
     assert np.median(back) < 0.5
     lj, _ = norm.log_jacobian_standard()
     assert lj.shape == norm.grid[0] and np.isfinite(lj).all()
+
+
+def test_written_h5_resamples_like_image_to_standard_in_ants(tmp_path):
+    """antsApplyTransforms (through antspyx) opens the h5 and resamples as the object does."""
+    ants = pytest.importorskip("ants")
+    from scipy import ndimage as ndi
+
+    from isyb_dask.anat.normalize import StandardNormalization, write_transforms
+    from isyb_dask.anat.warpfield import ants_from_array
+
+    shape, aff = _grid()
+    fwd = _known_field(shape, aff)
+    norm = StandardNormalization("MNI152NLin6Asym", fwd, DenseField(-fwd.data, aff),
+                                 (shape, aff), {})
+    path = write_transforms(norm, tmp_path, "01")[0]
+    data = ndi.gaussian_filter(np.random.default_rng(0).normal(size=shape), 2).astype(np.float32)
+    ours = norm.image_to_standard(data, aff)
+    img = ants_from_array(data, aff)
+    theirs = ants.apply_transforms(img, img, [str(path)]).numpy()
+    inner = (slice(3, -3),) * 3
+    assert np.abs(ours - data)[inner].max() > 0.02  # the warp does something
+    assert np.abs(ours - theirs)[inner].max() < 1e-4
