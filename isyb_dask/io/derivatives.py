@@ -124,7 +124,8 @@ def provenance(
 
 def _sidecar_path(path: Path) -> Path:
     name = path.name
-    for ext in (".nii.gz", ".nii", ".shape.gii", ".func.gii", ".gii", ".tsv", ".json"):
+    exts = (".nii.gz", ".nii", ".shape.gii", ".func.gii", ".surf.gii", ".gii", ".tsv", ".json")
+    for ext in exts:
         if name.endswith(ext):
             return path.with_name(name[: -len(ext)] + ".json")
     return path.with_suffix(".json")

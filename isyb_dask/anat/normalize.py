@@ -1,0 +1,269 @@
+"""Non-linear normalisation of a subject's T1w into the space of the fsLR surfaces.
+
+Route (docs/metrics_surface.md has the numbers):
+
+1. the subject's bias-corrected brain (``n4 * brain_mask``), block-averaged to 2 mm, is
+   registered to the packaged MNI152NLin2009aSym T1 brain (nilearn, 2 mm) by ANTs SyN
+   through ``antspyx`` (affine then symmetric diffeomorphic, Mattes MI, fixed seed, modest
+   iterations): the field's standard tool, with a documented inverse;
+2. the cached bridge MNI152NLin2009aSym <-> MNI152NLin6Asym (:mod:`isyb_dask.anat.bridge`)
+   takes the result into MNI152NLin6Asym, the space of the S1200 surfaces.
+
+Both directions are kept as dense fields (:class:`isyb_dask.anat.warpfield.DenseField`):
+``to_t1w`` on the NLin6Asym 2 mm grid (standard point -> T1w point, the transform that
+resamples a T1w image into standard space) and ``to_standard`` on the subject's 2 mm grid.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nb
+import numpy as np
+from scipy import ndimage as ndi
+
+from isyb_dask.anat.bridge import NLIN6_GRID, get_bridge, template_maps
+from isyb_dask.anat.warpfield import DenseField, ants_from_array, field_from_ants, grid_points
+
+__all__ = ["SPACE", "StandardNormalization", "normalize_to_standard", "write_transforms"]
+
+#: TemplateFlow identifier of the space the surfaces are sampled in.
+SPACE = "MNI152NLin6Asym"
+
+
+@dataclass(frozen=True, eq=False)
+class StandardNormalization:
+    """Subject T1w <-> standard space (``space``), as two dense point maps.
+
+    Attributes
+    ----------
+    space
+        TemplateFlow id of the standard space (``"MNI152NLin6Asym"``).
+    to_t1w
+        Standard-space points (RAS mm) -> T1w world points; sampled on the standard grid.
+    to_standard
+        T1w world points -> standard-space points; sampled on the subject's 2 mm grid.
+    grid
+        ``(shape, affine)`` of the standard 2 mm grid.
+    info
+        Registration settings, metric values and CPU seconds.
+    """
+
+    space: str
+    to_t1w: DenseField
+    to_standard: DenseField
+    grid: tuple[tuple[int, int, int], np.ndarray]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def points_to_t1w(self, xyz_ras_standard: np.ndarray) -> np.ndarray:
+        """Map ``(N, 3)`` standard-space RAS mm points into the T1w's world (RAS mm)."""
+        return self.to_t1w(np.asarray(xyz_ras_standard, dtype=np.float64))
+
+    def points_to_standard(self, xyz_ras_t1w: np.ndarray) -> np.ndarray:
+        """Map ``(N, 3)`` T1w world points (RAS mm) into standard space."""
+        return self.to_standard(np.asarray(xyz_ras_t1w, dtype=np.float64))
+
+    def image_to_standard(
+        self,
+        data: np.ndarray,
+        affine: np.ndarray,
+        *,
+        interpolation: str = "linear",
+        grid: tuple[tuple[int, int, int], np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Resample a 3-D map in T1w world space onto a standard-space grid.
+
+        Parameters
+        ----------
+        data, affine
+            The map and its voxel-to-RAS affine (any grid in the T1w's world).
+        interpolation
+            ``"linear"`` or ``"nearest"``.
+        grid
+            ``(shape, affine)`` in standard space; default :attr:`grid`.
+
+        Returns
+        -------
+        np.ndarray
+            float32, 0 outside the map's field of view.
+        """
+        if interpolation not in ("linear", "nearest"):
+            raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
+        shape, g_aff = grid if grid is not None else self.grid
+        pts = self.points_to_t1w(grid_points(shape, g_aff).reshape(-1, 3))
+        inv = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+        ijk = pts @ inv[:3, :3].T + inv[:3, 3]
+        out = ndi.map_coordinates(np.asarray(data, dtype=np.float32), ijk.T,
+                                  order=1 if interpolation == "linear" else 0,
+                                  mode="constant", cval=0.0)
+        return out.reshape(tuple(shape)).astype(np.float32)
+
+    def log_jacobian_standard(self) -> tuple[np.ndarray, np.ndarray]:
+        """Log Jacobian determinant of the standard -> T1w map on the standard grid.
+
+        Positive where the subject's tissue is larger than the template's. Returns
+        ``(log_jacobian, affine)``.
+        """
+        return self.to_t1w.log_jacobian(), self.grid[1].copy()
+
+
+def _block_mean(
+    data: np.ndarray, affine: np.ndarray, step_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    f = np.maximum(1, np.rint(step_mm / zooms).astype(int))
+    if np.all(f == 1):
+        return data.astype(np.float32), affine.copy()
+    shape = tuple(int(n // k) for n, k in zip(data.shape, f))
+    d = data[: shape[0] * f[0], : shape[1] * f[1], : shape[2] * f[2]].astype(np.float32)
+    d = d.reshape(shape[0], f[0], shape[1], f[1], shape[2], f[2]).mean(axis=(1, 3, 5))
+    aff = affine.copy()
+    aff[:3, 3] = affine[:3, :3] @ ((f - 1) / 2.0) + affine[:3, 3]
+    aff[:3, :3] = affine[:3, :3] * f
+    return d, aff
+
+
+def normalize_to_standard(
+    canonical_n4: nb.Nifti1Image,
+    brain_mask: np.ndarray,
+    posteriors: dict[str, np.ndarray] | None,
+    *,
+    seed: int,
+    threads: int,
+    cache_dir: Path | None = None,
+    syn_iterations: tuple[int, ...] = (40, 20, 0),
+) -> StandardNormalization:
+    """Register a subject's brain non-linearly to MNI152NLin6Asym (via 2009aSym).
+
+    Parameters
+    ----------
+    canonical_n4
+        Bias-corrected T1w on the RAS-conformed grid (image data and world affine).
+    brain_mask
+        Boolean brain mask on the same grid.
+    posteriors
+        Optional ``{"csf", "gm", "wm"}`` posteriors on that grid; when given, the moving
+        image is restricted to ``gm + wm + csf > 0.5`` inside the brain mask (a tighter brain).
+    seed
+        ANTs random seed (metric sampling).
+    threads
+        ITK threads (``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` is set for the call).
+    cache_dir
+        Cache root of the bridge (:func:`isyb_dask.anat.bridge.get_bridge`).
+    syn_iterations
+        SyN iterations per level (shrink 4/2/1 on the 2 mm images).
+
+    Returns
+    -------
+    StandardNormalization
+
+    Raises
+    ------
+    ValueError
+        If the mask does not match the image or is (nearly) empty.
+    """
+    import ants
+
+    t_cpu = time.process_time()
+    data = np.asarray(canonical_n4.dataobj, dtype=np.float32)
+    mask = np.asarray(brain_mask, dtype=bool)
+    if mask.shape != data.shape[:3]:
+        raise ValueError(f"brain mask shape {mask.shape} != image shape {data.shape}")
+    if posteriors is not None:
+        tissue = sum(np.asarray(posteriors[k], dtype=np.float32) for k in ("csf", "gm", "wm"))
+        mask = mask & (tissue > 0.5)
+    if int(mask.sum()) < 1000:
+        raise ValueError("normalize_to_standard: the brain mask is (nearly) empty")
+    brain = np.where(mask, np.clip(data, 0, None), 0.0)
+    brain = brain / max(float(np.percentile(brain[mask], 99)), 1e-6)
+    moving_d, moving_aff = _block_mean(brain, canonical_n4.affine, 2.0)
+    tmpl = template_maps(2.0)
+    fixed_d, fixed_aff = tmpl["t1"]
+    fixed_d = fixed_d / max(float(np.percentile(fixed_d[fixed_d > 0], 99)), 1e-6)
+
+    old = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(threads))
+    try:
+        fixed = ants_from_array(fixed_d, fixed_aff)
+        moving = ants_from_array(moving_d, moving_aff)
+        with tempfile.TemporaryDirectory(prefix="isyb-syn-") as tmp:
+            reg = ants.registration(
+                fixed, moving, type_of_transform="SyN", random_seed=int(seed),
+                aff_metric="mattes", aff_iterations=(300, 200, 50), aff_shrink_factors=(4, 2, 1),
+                aff_smoothing_sigmas=(2, 1, 0), syn_metric="mattes",
+                reg_iterations=tuple(syn_iterations), outprefix=str(Path(tmp) / "s_"),
+            )
+            s_fwd = field_from_ants(fixed_d, fixed_aff, reg["fwdtransforms"])
+            s_inv = field_from_ants(moving_d, moving_aff, reg["invtransforms"],
+                                    whichtoinvert=[True, False])
+            warped = ants.apply_transforms(fixed, moving, reg["fwdtransforms"]).numpy()
+    finally:
+        if old is None:
+            os.environ.pop("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", None)
+        else:
+            os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = old
+    bridge = get_bridge(cache_dir)
+    to_t1w = bridge.to_2009a.then(s_fwd)
+    to_standard = s_inv.then(bridge.to_nlin6)
+    inside = fixed_d > 0.05
+    cc = float(np.corrcoef(warped[inside], fixed_d[inside])[0, 1])
+    info = {
+        "method": "ANTs SyN (antspyx): subject brain 2 mm -> MNI152NLin2009aSym brain 2 mm, "
+                  "then the cached 2009aSym -> NLin6Asym bridge",
+        "syn_iterations": list(syn_iterations),
+        "seed": int(seed),
+        "threads": int(threads),
+        "template_correlation": cc,
+        "bridge_accuracy": bridge.accuracy,
+        "cpu_seconds": time.process_time() - t_cpu,
+    }
+    shape, aff = NLIN6_GRID
+    return StandardNormalization(SPACE, to_t1w, to_standard, (shape, aff.copy()), info)
+
+
+def transform_paths(
+    out_dir: str | os.PathLike[str], subject: str, space: str
+) -> tuple[Path, Path]:
+    """``(T1w -> space, space -> T1w)`` image-mode transform paths of a subject."""
+    sub = subject if subject.startswith("sub-") else f"sub-{subject}"
+    folder = Path(out_dir) / sub / "anat"
+    return (folder / f"{sub}_from-T1w_to-{space}_mode-image_xfm.h5",
+            folder / f"{sub}_from-{space}_to-T1w_mode-image_xfm.h5")
+
+
+def write_transforms(
+    norm: StandardNormalization, out_dir: str | os.PathLike[str], subject: str
+) -> list[Path]:
+    """Write both transforms as ITK HDF5 composite transforms, with JSON sidecars.
+
+    ``from-T1w_to-<Space>`` resamples a T1w-space image into ``<Space>`` (it maps standard
+    points to T1w points, the ITK/ANTs image-mode convention); ``from-<Space>_to-T1w`` is its
+    inverse. Each holds one displacement field (the affine is folded into it), readable by
+    SimpleITK ``ReadTransform`` and ``antsApplyTransforms``.
+    """
+    import SimpleITK as sitk
+
+    from isyb_dask.io.derivatives import write_sidecar
+
+    fwd, inv = transform_paths(out_dir, subject, norm.space)
+    fwd.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, fld, src, dst in ((fwd, norm.to_t1w, "T1w", norm.space),
+                                (inv, norm.to_standard, norm.space, "T1w")):
+        comp = sitk.CompositeTransform(3)
+        comp.AddTransform(fld.to_sitk_transform())
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+        sitk.WriteTransform(comp, str(tmp))
+        os.replace(tmp, path)
+        meta = {"FromSpace": src, "ToSpace": dst, "Mode": "image",
+                "Description": f"Resamples a {src} image onto a {dst} grid (maps {dst} points "
+                               f"to {src} points, LPS, ITK convention).",
+                "Normalization": {k: v for k, v in norm.info.items() if k != "cpu_seconds"}}
+        write_sidecar(path, meta)
+        written += [path, path.with_suffix(".json")]
+    return written

@@ -1,0 +1,165 @@
+"""Dense displacement fields in RAS millimetres, and their exchange with ANTs and ITK.
+
+A :class:`DenseField` is a point map ``y = x + u(x)`` sampled on a voxel grid (``data[i, j, k]``
+is the displacement, RAS mm, at the grid point ``affine @ (i, j, k, 1)``), evaluated between
+grid points by trilinear interpolation and, outside the grid, with the displacement of the
+nearest edge point. ANTs and ITK store displacements in LPS; the conversion happens only in
+:func:`field_from_ants` and :meth:`DenseField.to_sitk_transform`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["DenseField", "ants_from_array", "field_from_ants", "grid_points"]
+
+_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def grid_points(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """World coordinates ``(X, Y, Z, 3)`` of every voxel centre of a grid."""
+    ijk = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape[:3]],
+                               indexing="ij"), axis=-1)
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+def ants_from_array(data: np.ndarray, affine: np.ndarray):
+    """ANTsImage (float32) of a 3-D array with a voxel-to-RAS affine."""
+    import ants
+
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    direction = _LPS @ affine[:3, :3] / spacing
+    origin = _LPS @ affine[:3, 3]
+    return ants.from_numpy(
+        np.ascontiguousarray(data, dtype=np.float32),
+        origin=origin.tolist(),
+        spacing=spacing.tolist(),
+        direction=direction,
+    )
+
+
+def _ants_affine(img) -> np.ndarray:
+    aff = np.eye(4)
+    direction = np.asarray(img.direction, dtype=np.float64).reshape(3, 3)
+    aff[:3, :3] = _LPS @ direction * np.asarray(img.spacing, dtype=np.float64)
+    aff[:3, 3] = _LPS @ np.asarray(img.origin, dtype=np.float64)
+    return aff
+
+
+@dataclass(frozen=True, eq=False)
+class DenseField:
+    """Point map ``y = x + u(x)`` with ``u`` sampled on a grid (RAS mm).
+
+    Attributes
+    ----------
+    data
+        ``(X, Y, Z, 3)`` float32 displacement in RAS mm.
+    affine
+        Voxel-to-RAS affine of the grid.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    _inv_affine: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.data.ndim != 4 or self.data.shape[-1] != 3:
+            raise ValueError(f"DenseField: expected (X, Y, Z, 3), got {self.data.shape}")
+        object.__setattr__(self, "_inv_affine", np.linalg.inv(self.affine))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Grid shape."""
+        return tuple(int(n) for n in self.data.shape[:3])  # type: ignore[return-value]
+
+    def displacement(self, xyz: np.ndarray) -> np.ndarray:
+        """Trilinear displacement at world points ``(N, 3)``; edge value outside the grid."""
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        ijk = xyz @ self._inv_affine[:3, :3].T + self._inv_affine[:3, 3]
+        for ax, n in enumerate(self.shape):
+            np.clip(ijk[:, ax], 0.0, n - 1.0, out=ijk[:, ax])
+        out = np.empty_like(xyz)
+        for c in range(3):
+            out[:, c] = ndi.map_coordinates(self.data[..., c], ijk.T, order=1, mode="nearest")
+        return out
+
+    def __call__(self, xyz: np.ndarray) -> np.ndarray:
+        """Mapped points ``x + u(x)`` of ``(N, 3)`` world points."""
+        xyz = np.asarray(xyz, dtype=np.float64)
+        return (xyz.reshape(-1, 3) + self.displacement(xyz)).reshape(xyz.shape)
+
+    def then(self, other: "DenseField") -> "DenseField":
+        """The composition ``other(self(x))`` sampled on this field's grid."""
+        pts = grid_points(self.shape, self.affine).reshape(-1, 3)
+        mapped = other(self(pts))
+        disp = (mapped - pts).reshape(self.data.shape).astype(np.float32)
+        return DenseField(disp, self.affine.copy())
+
+    def log_jacobian(self) -> np.ndarray:
+        """``log det(I + du/dx)`` on the grid (volume of the image per unit grid volume)."""
+        lin = self.affine[:3, :3]
+        grads = np.stack(
+            [np.stack(np.gradient(self.data[..., c].astype(np.float64), axis=(0, 1, 2)), -1)
+             for c in range(3)], axis=-2)  # (..., comp, voxel axis)
+        jac = np.eye(3) + grads @ np.linalg.inv(lin)
+        det = np.linalg.det(jac)
+        return np.log(np.clip(det, 1e-6, None)).astype(np.float32)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save as a 4-D NIfTI (RAS displacement in the last axis)."""
+        path = Path(path)
+        nb.save(nb.Nifti1Image(self.data.astype(np.float32), self.affine), str(path))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "DenseField":
+        """Inverse of :meth:`save`."""
+        img = nb.load(str(path))
+        return cls(np.asarray(img.dataobj, dtype=np.float32), img.affine.copy())
+
+    def to_sitk_transform(self):
+        """SimpleITK ``DisplacementFieldTransform`` equivalent to this field (LPS)."""
+        import SimpleITK as sitk
+
+        spacing = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        direction = _LPS @ self.affine[:3, :3] / spacing
+        vec = (self.data.astype(np.float64) @ _LPS.T).transpose(2, 1, 0, 3)
+        img = sitk.GetImageFromArray(np.ascontiguousarray(vec), isVector=True)
+        img.SetSpacing([float(s) for s in spacing])
+        img.SetOrigin([float(o) for o in _LPS @ self.affine[:3, 3]])
+        img.SetDirection([float(d) for d in direction.ravel()])
+        return sitk.DisplacementFieldTransform(img)
+
+
+def field_from_ants(
+    reference_data: np.ndarray,
+    reference_affine: np.ndarray,
+    transforms: list[str],
+    whichtoinvert: list[bool] | None = None,
+) -> DenseField:
+    """Compose ANTs transforms into one :class:`DenseField` on a reference grid.
+
+    ``transforms`` is in ``antsApplyTransforms`` order for resampling an image onto the
+    reference grid, so the resulting field maps reference-grid points to the points where
+    that image is sampled.
+    """
+    import ants
+
+    ref = ants_from_array(reference_data, reference_affine)
+    with tempfile.TemporaryDirectory(prefix="isyb-warp-") as tmp:
+        out = ants.apply_transforms(
+            fixed=ref, moving=ref, transformlist=list(transforms),
+            whichtoinvert=whichtoinvert, compose=str(Path(tmp) / "comp"),
+        )
+        warp = ants.image_read(out)
+        disp = np.asarray(warp.numpy(), dtype=np.float64)
+        aff = _ants_affine(warp)
+    return DenseField((disp @ _LPS.T).astype(np.float32), aff)
