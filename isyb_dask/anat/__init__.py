@@ -1,0 +1,1 @@
+"""Per-subject anatomy: reference, normalisation, surfaces."""
