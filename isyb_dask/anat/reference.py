@@ -45,12 +45,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from isyb_dask.atlas import ReferenceAtlas
 
-__all__ = ["SubjectAnatomy", "build_anatomy", "atlas_head_image", "REG_STEP_MM"]
+__all__ = ["AnatomyError", "SubjectAnatomy", "build_anatomy", "atlas_head_image", "REG_STEP_MM"]
 
 #: Finest level of the deface-grade registration: the template head is down-sampled to it.
 REG_STEP_MM = 2.0
 #: Registrations tried (seed, seed + 1, ...) before the subject's T1w is declared unusable.
 REG_ATTEMPTS = 3
+
+
+class AnatomyError(InputError):
+    """The T1w was readable but its anatomy could not be derived (empty brain mask, no
+    segmentation): the T1w-side stages that need the reference fail, deface can still run."""
 
 
 @dataclass
@@ -189,7 +194,9 @@ def build_anatomy(
     Raises
     ------
     InputError
-        Unreadable or degenerate T1w, no head in view, empty brain mask or segmentation.
+        Unreadable or degenerate T1w, no head in view.
+    AnatomyError
+        Empty brain mask or failed segmentation (an ``InputError`` subclass).
     RegistrationError
         When no plausible template registration is found.
     """
@@ -221,7 +228,8 @@ def build_anatomy(
                         threads=threads)
     timings["registration"] = time.perf_counter() - t0
     if int(warped.brain.sum()) < 1000:
-        raise InputError(f"{t1w.name}: brain mask from the atlas registration is (nearly) empty")
+        raise AnatomyError(f"{t1w.name}: brain mask from the atlas registration is (nearly) "
+                           "empty")
 
     t0 = time.perf_counter()
     positive = np.clip(original, 0, None)
@@ -235,7 +243,7 @@ def build_anatomy(
         post, seg_info = segment_tissues(n4, warped.brain, warped.priors,
                                          prior_weight=qc.prior_weight)
     except ValueError as exc:
-        raise InputError(f"{t1w.name}: tissue segmentation failed ({exc})") from None
+        raise AnatomyError(f"{t1w.name}: tissue segmentation failed ({exc})") from None
     posteriors = {name: np.ascontiguousarray(post[i]) for i, name in enumerate(TISSUES)}
     timings["segmentation"] = time.perf_counter() - t0
 

@@ -200,7 +200,9 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
     t1w_ok = inp.t1w is not None
     if t1w_ok and {"deface", "qc_anat", "metrics"} & set(cfg.stages):
         out = timed("anatomy", _anatomy, inp, cfg, job, threads)
-        if isinstance(out, IsybError) and not isinstance(out, RegistrationError):
+        from isyb_dask.anat.reference import AnatomyError
+
+        if isinstance(out, IsybError) and not isinstance(out, (RegistrationError, AnatomyError)):
             result["errors"]["inputs"] = str(out)  # unreadable / no head: nothing T1w runs
             t1w_ok = False
         elif isinstance(out, Exception):
