@@ -141,6 +141,14 @@ def test_subject_succeeds_with_every_stage(audited_run):
         assert m not in result["surface_missing"], result["surface_missing"].get(m)
 
 
+def test_nuisance_model_has_wm_and_csf_from_the_anatomy(audited_run):
+    info = audited_run["result"]["metrics_info"]
+    assert {"wm_mean", "csf_mean"} <= set(info["bold_confounds"])
+    assert "anatomy" in info["gm_source"]
+    # the metrics use the QC's FD (one definition, one set of motion parameters)
+    assert info["bold_fd_mean"] == pytest.approx(audited_run["result"]["qc_func"]["fd_mean"])
+
+
 def test_no_path_written_twice_and_every_file_has_a_sidecar(audited_run):
     from isyb_dask.io.derivatives import _sidecar_path
 

@@ -262,6 +262,7 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
                 "Shape": list(values.shape),
             })
             result["surface_missing"] = dict(out.get("missing", {}))
+            result["metrics_info"] = dict(out.get("info", {}))
             result["stores"] = {"value": path.name}
     return result
 
