@@ -86,7 +86,7 @@ def main() -> None:
     from isyb_dask.qc.anat_stage import compute_anat_qc, run_qc_anat
     from isyb_dask.qc.common import summary_stats_regions
     from isyb_dask.qc.config import QCConfig
-    from isyb_dask.registration import to_canonical
+    from isyb_dask.anat.reference import build_anatomy
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=2)
@@ -117,16 +117,16 @@ def main() -> None:
             f"ratio to the {TARGET_S:.0f} s target: wall {best / TARGET_S:.2f}, "
             f"CPU {best_cpu / TARGET_S:.2f} (CPU time = one core when the machine is shared)"
         )
-        img = to_canonical(nb.load(t1w))
-        img = nb.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine, img.header)
-        _, maps, info = compute_anat_qc(img, cfg, atlas)
+        anatomy = build_anatomy(t1w, "sub-bench", atlas, cfg, threads=cfg.threads)
+        img = anatomy.canonical
+        _, maps, info = compute_anat_qc(anatomy, cfg, atlas)
         print("step seconds:", {k: round(v, 2) for k, v in info["seconds"].items()})
         data = np.asarray(img.dataobj, dtype=np.float32)
         pvms = {
             "bg": maps["air"].astype(np.uint8),
-            "csf": maps["csf"],
-            "gm": maps["gm"],
-            "wm": maps["wm"],
+            "csf": anatomy.posteriors["csf"],
+            "gm": anatomy.posteriors["gm"],
+            "wm": anatomy.posteriors["wm"],
         }
         t0 = time.perf_counter()
         ours = summary_stats_regions(data, pvms, decimals=None)

@@ -521,6 +521,7 @@ def register_affine(
     iterations: int = 60,
     coarse_search: bool = True,
     limits: PlausibilityLimits | None = None,
+    initial: sitk.Transform | None = None,
 ) -> AffineRegistration:
     """Register ``moving`` to ``fixed`` with a rigid then affine multi-resolution scheme.
 
@@ -549,6 +550,10 @@ def register_affine(
         Search translations/rotations around the moments alignment before optimising.
     limits
         Plausibility limits of the final transform.
+    initial
+        A starting transform already close to the solution (e.g. composed from earlier
+        registrations): the coarse search and the rigid stage are skipped and only the
+        affine stage runs on ``levels_mm`` (``dof=12`` only).
 
     Returns
     -------
@@ -561,11 +566,14 @@ def register_affine(
     """
     if dof not in (6, 12):
         raise ValueError(f"dof must be 6 or 12, got {dof}")
+    if initial is not None and dof != 12:
+        raise ValueError("an initial transform is only supported with dof=12")
     with sitk_threads(threads):
         return _register(
             fixed, moving, dof=dof, seed=seed, threads=threads, fixed_mask=fixed_mask,
             moving_mask=moving_mask, levels_mm=levels_mm, sampling=sampling,
             iterations=iterations, coarse_search=coarse_search, limits=limits,
+            initial=initial,
         )
 
 
@@ -583,6 +591,7 @@ def _register(
     iterations: int,
     coarse_search: bool,
     limits: PlausibilityLimits | None,
+    initial: sitk.Transform | None = None,
 ) -> AffineRegistration:
     t0 = time.perf_counter()
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
@@ -598,8 +607,10 @@ def _register(
     try:
         c_f = _centre(pyramid[0][1], pyramid[0][3])
         c_m = _centre(pyramid[0][2], pyramid[0][4])
-        if coarse_search:
-            current: sitk.Transform = _coarse_search(
+        if initial is not None:
+            current: sitk.Transform = _as_affine(initial)
+        elif coarse_search:
+            current = _coarse_search(
                 pyramid[0][1], pyramid[0][2], c_f, c_m, seed, threads, pyramid[0][3]
             )
         else:
@@ -607,14 +618,16 @@ def _register(
             current.SetCenter(c_f.tolist())
             current.SetTranslation((c_m - c_f).tolist())
         metric = float("nan")
-        # rigid stage on the coarse levels
-        for step, f, m, fm, mm in pyramid[:-1] if len(pyramid) > 1 else pyramid:
+        # rigid stage on the coarse levels (skipped from a given initial transform)
+        for step, f, m, fm, mm in ([] if initial is not None else
+                                   pyramid[:-1] if len(pyramid) > 1 else pyramid):
             current, metric = _run_level(
                 f, m, current, seed=seed, threads=threads, sampling=sampling,
                 iterations=iterations, fixed_mask=fm, moving_mask=mm, max_step=step,
             )
         if dof == 12:
-            current = _euler_to_affine(current)
+            if initial is None:
+                current = _euler_to_affine(current)
             for step, f, m, fm, mm in pyramid:
                 current, metric = _run_level(
                     f, m, current, seed=seed, threads=threads, sampling=sampling,

@@ -207,36 +207,45 @@ def test_run_metrics_on_generated_subject(study, atlas, tmp_path):
 
 
 def test_unusable_modality_is_missing_not_fatal(atlas, tmp_path, monkeypatch):
-    """Orchestration with a stubbed T1w registration: GMV computed, short BOLD -> missing."""
+    """Orchestration with a stubbed anatomy: GMV from its GM posterior, short BOLD -> missing."""
+    import SimpleITK as sitk
+
     import isyb_dask.metrics.stage as stage_mod
+    from isyb_dask.anat.reference import SubjectAnatomy
     from isyb_dask.io.bids import SubjectInputs
     from isyb_dask.metrics.spaces import SpaceChain
+    from isyb_dask.registration import AffineRegistration
 
     rng = np.random.default_rng(0)
     affine = np.diag([4.0, 4.0, 4.0, 1.0])
     affine[:3, 3] = [-94.0, -126.0, -74.0]
     shape = (48, 56, 46)
     t1w = tmp_path / "sub-0001_T1w.nii.gz"
-    nb.save(nb.Nifti1Image(rng.normal(100, 5, shape).astype(np.float32), affine), str(t1w))
+    img = nb.Nifti1Image(rng.normal(100, 5, shape).astype(np.float32), affine)
+    nb.save(img, str(t1w))
     bold = tmp_path / "sub-0001_task-rest_bold.nii.gz"
     nb.save(
         nb.Nifti1Image(rng.normal(100, 5, (8, 8, 6, 12)).astype(np.float32), np.eye(4)), str(bold)
     )
+    ones = np.ones(shape, bool)
+    anatomy = SubjectAnatomy(
+        subject="sub-0001", t1w=t1w, t1w_sha256="0", image=img, canonical=img,
+        n4=np.asarray(img.dataobj), bias=np.ones(shape, np.float32), head_mask=ones,
+        brain_mask=ones,
+        posteriors={k: np.full(shape, v, np.float32) for k, v in (("csf", .3), ("gm", .5),
+                                                                  ("wm", .2))},
+        atlas_registration=AffineRegistration(sitk.AffineTransform(3), -1.0, True, {}),
+    )
     chain = SpaceChain(
         t1w_to_mni=np.eye(4),
         t1w_to_head=np.eye(4),
-        brain=np.ones(shape, bool),
+        brain=ones,
         priors=np.full((3,) + shape, 0.3, np.float32),
     )
-    monkeypatch.setattr(stage_mod, "t1w_to_mni", lambda *a, **k: chain)
-    monkeypatch.setattr(
-        stage_mod.gmv_mod,
-        "gm_probability",
-        lambda t1, *a, **k: (np.full(t1.shape, 0.5, np.float32), {"source": "x"}),
-    )
+    monkeypatch.setattr(stage_mod, "chain_from_anatomy", lambda *a, **k: chain)
     inp = SubjectInputs(subject="sub-0001", t1w=t1w, bold=bold)
     cfg = MetricsConfig(write_mni=False)
-    res = run_metrics(inp, cfg, tmp_path / "out", atlas)
+    res = run_metrics(inp, cfg, tmp_path / "out", atlas, anatomy=anatomy)
     surf = load_fslr32k()
     gmv = res["values"][SURFACE_METRICS.index("GMV")]
     np.testing.assert_allclose(gmv[surf.cortex], 0.5, rtol=1e-6)  # det = 1: density = p

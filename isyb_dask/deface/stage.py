@@ -75,6 +75,7 @@ def deface_array(
     cfg: DefaceConfig,
     *,
     fixed: sitk.Image | None = None,
+    initial_registration: reg.AffineRegistration | None = None,
 ) -> dict[str, Any]:
     """Deface a canonical (RAS-ordered) array with one template.
 
@@ -90,6 +91,10 @@ def deface_array(
         Settings (method, layer geometry, seed, threads).
     fixed
         The subject as a SimpleITK image (built from ``data`` when None).
+    initial_registration
+        A registration of this template's head to the same subject grid, already computed
+        (the subject anatomy's ``atlas_registration`` for the built-in head); used instead of
+        registering again.
 
     Returns
     -------
@@ -113,7 +118,7 @@ def deface_array(
         None if template.brain_mask is None else str(template.brain_mask),
         os.path.getmtime(template.head),
     )
-    res = reg.register_affine(fixed, head_s, seed=cfg.seed, threads=cfg.threads)
+    res = initial_registration or reg.register_affine(fixed, head_s, seed=cfg.seed, threads=cfg.threads)
     if not res.plausible:
         raise RegistrationError(
             f"template {template.name}: implausible transform ({'; '.join(res.checks['violations'])})"
@@ -165,6 +170,8 @@ def run_deface(
     cfg: DefaceConfig,
     out_dir: str | os.PathLike[str],
     atlas: Any | None = None,
+    *,
+    anatomy: Any | None = None,
 ) -> dict[str, Any]:
     """Deface one T1w with every template and measure the NMI of the removed face.
 
@@ -181,7 +188,11 @@ def run_deface(
     out_dir
         Derivatives root.
     atlas
-        Reference atlas (unused here: the templates carry their brain masks).
+        Reference atlas: a template whose head is ``atlas.head`` reuses
+        ``anatomy.atlas_registration`` (the same registration) when ``anatomy`` is given.
+    anatomy
+        The subject's :class:`isyb_dask.anat.reference.SubjectAnatomy`: its loaded T1w is used
+        and it owns the subject brain mask (not written here then).
 
     Returns
     -------
@@ -192,9 +203,9 @@ def run_deface(
         path of the subject brain mask (from the first successful template) or None;
         ``nmi_mask_voxels``: size of the shared NMI face mask.
     """
-    del atlas
     t1w = Path(t1w)
-    img = load_image(t1w, ndim=3)
+    img = anatomy.image if anatomy is not None else load_image(t1w, ndim=3)
+    shared_head = None if anatomy is None or atlas is None else Path(atlas.head).resolve()
     raw = np.asarray(img.dataobj)
     dtype = img.get_data_dtype()
     slope, inter = img.header.get_slope_inter()
@@ -218,7 +229,9 @@ def run_deface(
         }
         results[t.name] = row
         try:
-            out = deface_array(data_c, canon.affine, t, cfg, fixed=fixed)
+            same = shared_head is not None and Path(t.head).resolve() == shared_head
+            out = deface_array(data_c, canon.affine, t, cfg, fixed=fixed,
+                               initial_registration=anatomy.atlas_registration if same else None)
         except (RegistrationError, ValueError, InputError) as exc:
             row["error"] = str(exc)
             row["seconds"] = time.perf_counter() - t0
@@ -257,7 +270,7 @@ def run_deface(
                               f"template {t.name} (1 = face region)", "Template": t.name},
                       settings=settings)
         face_masks[t.name] = mpath
-        if brain_path is None:
+        if brain_path is None and anatomy is None:
             brain_path = derivative_path(out_dir, subject, "anat", "mask", desc="brain")
             save_like(reg.from_canonical(out["brain"], img.affine).astype(np.uint8), img,
                       brain_path, dtype=np.uint8)

@@ -213,8 +213,33 @@ def check_head_in_view(img: nb.Nifti1Image, *, min_volume_ml: float = 500.0) -> 
         )
 
 
+#: SHA-256 of files already hashed in this process, keyed by identity and state of the file
+#: (device, inode, size, mtime): a subject's inputs are hashed once per task although every
+#: sidecar records them; a changed file (new size or mtime) is hashed again.
+_SHA_CACHE: dict[tuple[int, int, int, int, str], str] = {}
+_SHA_CACHE_MAX = 4096
+
+
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (used for provenance and resume checks)."""
+    """SHA-256 of a file's bytes (used for provenance and resume checks).
+
+    Results are remembered per process for an unchanged file (same device, inode, size and
+    modification time), so repeated provenance records do not read the file again.
+    """
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, os.fspath(path))
+    hit = _SHA_CACHE.get(key)
+    if hit is not None:
+        return hit
+    digest = _hash_file(path, chunk)
+    if len(_SHA_CACHE) >= _SHA_CACHE_MAX:
+        _SHA_CACHE.clear()
+    _SHA_CACHE[key] = digest
+    return digest
+
+
+def _hash_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read in chunks (no caching)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while True:

@@ -233,6 +233,10 @@ def friston24(params: np.ndarray) -> np.ndarray:
 def framewise_displacement(params: np.ndarray, radius: float = 50.0) -> np.ndarray:
     """Power framewise displacement (mm) from (mm, radian) parameters; ``FD[0] = 0``.
 
+    The one FD definition is :func:`isyb_dask.qc.motion.framewise_displacement` (confounds
+    table, ``fd_mean`` and the exclusion rule); this pads it with a leading 0 so that it has
+    one value per volume for the spike regressors.
+
     Parameters
     ----------
     params
@@ -245,10 +249,9 @@ def framewise_displacement(params: np.ndarray, radius: float = 50.0) -> np.ndarr
     numpy.ndarray
         ``(T,)`` FD.
     """
-    p = np.asarray(params, dtype=np.float64)
-    d = np.abs(np.diff(p, axis=0))
-    fd = d[:, :3].sum(1) + radius * d[:, 3:].sum(1)
-    return np.concatenate([[0.0], fd])
+    from isyb_dask.qc.motion import framewise_displacement as power_fd
+
+    return np.concatenate([[0.0], power_fd(params, radius=radius)])
 
 
 def spike_regressors(flags: np.ndarray) -> np.ndarray:
@@ -482,6 +485,7 @@ def preprocess_bold(
     despike_threshold: float = 5.0,
     motion_model: Literal[0, 6, 12, 24] = 24,
     fd_threshold: float = 0.5,
+    fd_radius: float = 50.0,
     tissue_threshold: float = 0.9,
     realign: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -513,6 +517,8 @@ def preprocess_bold(
         Motion regressors: 24 (default), 12 (parameters + differences), 6 or 0.
     fd_threshold
         FD (mm) above which a volume gets a spike regressor (``inf`` disables).
+    fd_radius
+        Head radius (mm) of the FD (the QC's ``fd_radius``, so both use one FD).
     tissue_threshold
         Probability above which a voxel enters the WM/CSF signal.
     realign
@@ -561,7 +567,7 @@ def preprocess_bold(
     y, params = realign(y, affine, threads=threads)
     y = np.asarray(y, np.float32)
     params = np.asarray(params, np.float64)
-    fd = framewise_displacement(params)
+    fd = framewise_displacement(params, radius=fd_radius)
     info.update(params=params, fd=fd, fd_mean=float(fd[1:].mean()))
 
     m = epi_mask(y.mean(-1)) if mask is None else np.asarray(mask, bool)

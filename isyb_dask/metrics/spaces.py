@@ -34,6 +34,7 @@ from isyb_dask.registration import register_affine, to_sitk
 
 __all__ = [
     "SpaceChain",
+    "chain_from_anatomy",
     "jacobian_determinant",
     "mni_grid",
     "modality_to_t1w",
@@ -144,6 +145,41 @@ def t1w_to_mni(t1w: nb.Nifti1Image, atlas, *, seed: int, threads: int = 1) -> Sp
     checks.update({k: v for k, v in reg.checks.items() if k != "violations"})
     return SpaceChain(
         t1w_to_mni=chain, t1w_to_head=t1_to_head, brain=brain, priors=priors, checks=checks
+    )
+
+
+def chain_from_anatomy(anatomy, atlas) -> SpaceChain:
+    """The T1w -> MNI chain of a subject's anatomical reference (no registration).
+
+    Uses the reference's one template registration (``anatomy.atlas_registration``, the
+    deface-grade registration of the built-in head, which is the atlas head) and the
+    atlas's head -> MNI affine; brain mask and priors are the reference's.
+
+    Parameters
+    ----------
+    anatomy
+        :class:`isyb_dask.anat.reference.SubjectAnatomy`.
+    atlas
+        :class:`isyb_dask.atlas.ReferenceAtlas`.
+
+    Returns
+    -------
+    SpaceChain
+        On the canonical grid of ``anatomy``.
+    """
+    t1_to_head = anatomy.t1w_to_atlas
+    reg = anatomy.atlas_registration
+    checks = {"metric": float(reg.metric), "plausible": bool(reg.plausible)}
+    checks.update({k: v for k, v in reg.checks.items() if k != "violations"})
+    priors = anatomy.priors
+    if priors is None:
+        priors = np.stack([anatomy.posteriors[t] for t in ("csf", "gm", "wm")])
+    return SpaceChain(
+        t1w_to_mni=atlas.head_to_mni_affine() @ t1_to_head,
+        t1w_to_head=t1_to_head,
+        brain=np.asarray(anatomy.brain_mask, dtype=bool),
+        priors=np.asarray(priors, dtype=np.float32),
+        checks=checks,
     )
 
 

@@ -45,13 +45,12 @@ from isyb_dask.metrics.names import METRIC_LONG_NAMES, METRIC_UNITS, SURFACE_MET
 from isyb_dask.metrics.sampling import build_sampler
 from isyb_dask.metrics.spaces import (
     SpaceChain,
+    chain_from_anatomy,
     mni_grid,
     modality_to_t1w,
     resample_to_grid,
-    t1w_to_mni,
 )
 from isyb_dask.metrics.structural import read_structural_metrics
-from isyb_dask.registration import to_canonical
 
 __all__ = ["bandpass", "run_metrics", "surface_vmhc", "write_surface_metric"]
 
@@ -198,7 +197,9 @@ class _Writer:
         sources=(),
         meta=None,
         mask=False,
+        native=True,
     ) -> Path:
+        """Write the native map (unless another stage owns it: ``native=False``) and its MNI copy."""
         dtype = np.uint8 if mask else np.float32
         data = np.asarray(data, dtype=np.float32)
         path = derivative_path(
@@ -211,9 +212,10 @@ class _Writer:
             label=label,
             desc=desc,
         )
-        save_like(data, _as3d(ref_img), path, dtype=dtype)
         settings = {"surface_metrics": "isyb_dask.metrics.stage"}
-        write_sidecar(path, meta or {}, sources=sources, settings=settings)
+        if native:
+            save_like(data, _as3d(ref_img), path, dtype=dtype)
+            write_sidecar(path, meta or {}, sources=sources, settings=settings)
         if self.grid is not None:
             shape, aff = self.grid
             mni = resample_to_grid(
@@ -259,76 +261,68 @@ def _named(path: Path, exc: Exception) -> InputError:
     return InputError(msg if path.name in msg else f"{path.name}: {msg}")
 
 
-def _stored_motion(bold: Path, n_volumes: int, dummy: int, writer: _Writer):
-    """A ``realign`` callable that applies the QC stage's motion parameters, or None.
+def _bold(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer, *,
+          bold_ref=None, anatomy=None) -> dict:
+    """BOLD metrics from the run's shared reference (motion, mask, mean computed once).
 
-    The QC stage estimates head motion once on the raw series (after its own non-steady-state
-    volumes); preprocessing applies those parameters after despiking and slice-timing
-    correction instead of estimating them again (fMRIPrep does the same). Used only when the
-    table exists, covers the retained volumes and was written from the same input file.
+    The QC's motion parameters are applied after despiking and slice-timing correction
+    (fMRIPrep does the same); the mean WM and CSF signals of the nuisance model come from
+    the subject anatomy's posteriors carried onto the BOLD grid by the BOLD -> T1w rigid
+    transform.
     """
-    import json
+    from isyb_dask.bold.reference import build_bold_reference
+    from isyb_dask.metrics.alff import alff_falff
+    from isyb_dask.metrics.func_preproc import preprocess_bold
+    from isyb_dask.metrics.reho import reho_volume
+    from isyb_dask.qc.config import QCConfig
+    from isyb_dask.qc.hmc import apply_parameters
 
-    import pandas as pd
-
-    from isyb_dask.io.nifti import file_sha256
-    from isyb_dask.qc.func_stage import confounds_path
-    from isyb_dask.qc.hmc import PARAM_NAMES, apply_parameters
-
-    path = confounds_path(bold, writer.subject, writer.out_dir)
-    sidecar = path.with_name(path.name.replace(".tsv", ".json"))
-    if not (path.exists() and sidecar.exists()):
-        return None
-    try:
-        meta = json.loads(sidecar.read_text())
-        sources = meta.get("provenance", {}).get("sources", [])
-        if not any(src.get("sha256") == file_sha256(bold) for src in sources):
-            return None
-        qc_dummy = int(meta["provenance"]["settings"]["non_steady_state_volumes_dropped"])
-        params = pd.read_csv(path, sep="\t")[list(PARAM_NAMES)].to_numpy(dtype=np.float64)
-    except (OSError, ValueError, KeyError):
-        return None
-    if qc_dummy > dummy or len(params) != n_volumes - qc_dummy:
-        return None
-    rows = params[dummy - qc_dummy:]
+    if isinstance(bold_ref, Exception):
+        raise bold_ref
+    ref = bold_ref if bold_ref is not None else build_bold_reference(
+        inp.bold, inp.bold_meta, QCConfig(seed=cfg.seed, threads=cfg.threads),
+        threads=cfg.threads)
+    img, data, tr, meta = ref.image, ref.data, ref.tr, ref.meta
+    dummy = max(int(cfg.dummy_volumes), ref.dummy)
+    if data.shape[3] - dummy < 10:
+        raise InputError(f"{inp.bold.name}: {data.shape[3]} volumes; at least {dummy + 10} "
+                         f"needed after dropping {dummy}")
+    axis = {"i": 0, "j": 1, "k": 2}.get(str(meta.get("SliceEncodingDirection", "k"))[0], 2)
+    rows = ref.params_from(dummy)
 
     def realign(y, affine, threads=1):
         return apply_parameters(y, affine, rows, threads=threads), rows
 
-    return realign
-
-
-def _bold(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer) -> dict:
-    from isyb_dask.metrics.alff import alff_falff
-    from isyb_dask.metrics.func_preproc import preprocess_bold
-    from isyb_dask.metrics.reho import reho_volume
-
-    img = load_image(inp.bold, ndim=4, min_volumes=cfg.dummy_volumes + 10)
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    meta = inp.bold_meta or {}
-    tr = float(meta.get("RepetitionTime") or img.header.get_zooms()[3])
-    if not np.isfinite(tr) or tr <= 0:
-        raise InputError(f"{inp.bold.name}: no usable RepetitionTime")
-    axis = {"i": 0, "j": 1, "k": 2}.get(str(meta.get("SliceEncodingDirection", "k"))[0], 2)
+    mean = np.where(ref.mask, ref.mean, 0).astype(np.float32)
+    to_t1, checks = modality_to_t1w(
+        mean, img.affine, t1w, chain.brain, seed=cfg.seed, threads=cfg.threads
+    )
+    tissue = None
+    if anatomy is not None:
+        tissue = {
+            k: resample_to_grid(anatomy.posteriors[k], t1w.affine, np.linalg.inv(to_t1),
+                                data.shape[:3], img.affine)
+            for k in ("wm", "csf")
+        }
     try:
         cleaned, mask, info = preprocess_bold(
             data,
             img.affine,
             tr,
             meta.get("SliceTiming"),
-            dummy_volumes=cfg.dummy_volumes,
+            mask=ref.mask,
+            dummy_volumes=dummy,
+            tissue_probs=tissue,
             threads=cfg.threads,
             slice_axis=axis,
-            realign=_stored_motion(inp.bold, data.shape[3], cfg.dummy_volumes, writer),
+            realign=realign,
+            fd_radius=ref.fd_radius,
         )
         alff, falff = alff_falff(cleaned, tr, cfg.band, mask=mask, variant=cfg.alff_variant)
     except InputError as exc:
         raise _named(inp.bold, exc) from None
     filtered = bandpass(cleaned, tr, cfg.band) * mask[..., None]
     reho = reho_volume(filtered, mask, neighbourhood=cfg.reho_neighbourhood)
-    to_t1, checks = modality_to_t1w(
-        info["mean"], img.affine, t1w, chain.brain, seed=cfg.seed, threads=cfg.threads
-    )
     to_mni = chain.t1w_to_mni @ to_t1
     sampler = build_sampler(
         data.shape, img.affine, native_to_mni=to_mni, mask=mask, depths=cfg.gm_depths, surf=surf
@@ -369,12 +363,14 @@ def _bold(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer
         sources=src,
         mask=True,
         meta={"Type": "Brain"},
+        native=False,  # the shared BOLD mask: written once by the functional QC
     )
     return {
         "values": out,
         "info": {
-            "bold_fd_mean": float(info.get("fd_mean", np.nan)),
+            "bold_fd_mean": ref.fd_mean,
             "bold_to_t1w_metric": checks["metric"],
+            "bold_confounds": list(info.get("confound_names", [])),
         },
     }
 
@@ -509,8 +505,11 @@ def _asl(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer)
     return {"values": out, "info": {"asl_to_t1w_metric": checks["metric"]}}
 
 
-def _check_inputs(inp, cfg: MetricsConfig) -> None:
-    """Fail fast (before any registration) on a corrupt or truncated image."""
+def _check_inputs(inp, cfg: MetricsConfig, *, skip: tuple = ()) -> None:
+    """Fail fast (before any registration) on a corrupt or truncated image.
+
+    Files in ``skip`` were already read and validated (the shared references).
+    """
     for path, ndim in (
         (inp.t1w, 3),
         (inp.bold, 4),
@@ -518,8 +517,20 @@ def _check_inputs(inp, cfg: MetricsConfig) -> None:
         (inp.asl, (3, 4)),
         (inp.m0, (3, 4)),
     ):
-        if path is not None:
+        if path is not None and path not in skip:
             load_image(path, ndim=ndim)
+
+
+def _own_anatomy(inputs, cfg: MetricsConfig, out_dir: Path, atlas):
+    """Build and write the subject anatomy when the caller did not pass one."""
+    from isyb_dask.anat.derivatives import write_anatomy
+    from isyb_dask.anat.reference import build_anatomy
+    from isyb_dask.qc.config import QCConfig
+
+    qc = QCConfig(seed=cfg.seed, threads=cfg.threads)
+    anatomy = build_anatomy(inputs.t1w, inputs.subject, atlas, qc, threads=cfg.threads)
+    write_anatomy(anatomy, out_dir)
+    return anatomy
 
 
 _MODALITIES = (
@@ -530,7 +541,14 @@ _MODALITIES = (
 
 
 def run_metrics(
-    inputs, cfg: MetricsConfig, out_dir, atlas, *, surf: FsLR32k | None = None
+    inputs,
+    cfg: MetricsConfig,
+    out_dir,
+    atlas,
+    *,
+    surf: FsLR32k | None = None,
+    anatomy=None,
+    bold_ref=None,
 ) -> dict:
     """Compute and write one subject's surface metrics.
 
@@ -546,6 +564,14 @@ def run_metrics(
         :class:`isyb_dask.atlas.ReferenceAtlas`.
     surf
         fsLR 32k surfaces (default :func:`load_fslr32k`).
+    anatomy
+        The subject's :class:`isyb_dask.anat.reference.SubjectAnatomy` (template registration,
+        brain mask, GM/WM/CSF posteriors shared with the QC); built (and its derivatives
+        written) here when None.
+    bold_ref
+        The BOLD run's :class:`isyb_dask.bold.reference.BoldReference` (motion, mask, mean
+        shared with the QC), or the exception its construction raised (the BOLD metrics are
+        then missing with that reason); built here when None.
 
     Returns
     -------
@@ -569,7 +595,9 @@ def run_metrics(
     info: dict[str, Any] = {}
     sources: dict[str, list] = {}
 
-    _check_inputs(inputs, cfg)
+    skip = tuple(p for p, ref in ((inputs.t1w, anatomy), (inputs.bold, bold_ref))
+                 if ref is not None)
+    _check_inputs(inputs, cfg, skip=skip)
     struct, miss, src = read_structural_metrics(cfg.surface_derivatives, subject, surf=surf)
     found.update(struct)
     missing.update(miss)
@@ -581,17 +609,17 @@ def run_metrics(
                 missing[m] = "no T1w image (needed for the registration to MNI)"
         missing["GMV"] = "no T1w image"
     else:
-        t1_img = to_canonical(load_image(inputs.t1w, ndim=3))
-        chain = t1w_to_mni(t1_img, atlas, seed=cfg.seed, threads=cfg.threads)
+        if anatomy is None:
+            anatomy = _own_anatomy(inputs, cfg, out_dir, atlas)
+        t1_img = anatomy.canonical
+        chain = chain_from_anatomy(anatomy, atlas)
         info["t1w_to_mni_metric"] = chain.checks.get("metric")
         info["t1w_to_mni_jacobian"] = float(np.linalg.det(chain.t1w_to_mni[:3, :3]))
         writer = _Writer(out_dir, subject, cfg, atlas, inputs.session)
         try:
-            t1 = np.asarray(t1_img.dataobj, dtype=np.float32)
-            zooms = tuple(float(z) for z in t1_img.header.get_zooms()[:3])
-            gm, ginfo = gmv_mod.gm_probability(
-                t1, zooms, chain.brain, chain.priors, threads=cfg.threads
-            )
+            gm = np.asarray(anatomy.posteriors["gm"], dtype=np.float32)
+            ginfo = {"source": "GM posterior of the subject anatomy's 3-class segmentation "
+                     "(the QC's)"}
             info["gm_source"] = ginfo["source"]
             found["GMV"] = gmv_mod.gmv_surface(
                 gm,
@@ -612,6 +640,7 @@ def run_metrics(
                 label="GM",
                 sources=[inputs.t1w],
                 meta={"Label": "GM", "Source": ginfo["source"]},
+                native=False,  # label-GM_probseg is the anatomy's (io.outputs)
             )
             writer.write(
                 gmv_mod.modulated_gm(gm, chain.t1w_to_mni),
@@ -632,7 +661,8 @@ def run_metrics(
                     missing[m] = f"no {label}"
                 continue
             try:
-                res = fn(inputs, cfg, chain, t1_img, surf, writer)
+                extra = {"bold_ref": bold_ref, "anatomy": anatomy} if attr == "bold" else {}
+                res = fn(inputs, cfg, chain, t1_img, surf, writer, **extra)
             except InputError as exc:  # readable file, unusable content or metadata
                 for m in metrics:
                     missing[m] = f"{label} unusable: {exc}"

@@ -32,11 +32,11 @@ import numpy as np
 
 from isyb_dask import __version__
 from isyb_dask.config import RunConfig
-from isyb_dask.errors import IsybError
+from isyb_dask.errors import IsybError, RegistrationError
 from isyb_dask.io import store as results_store
 from isyb_dask.io.bids import SubjectInputs, missing_metadata
 from isyb_dask.io.derivatives import write_json
-from isyb_dask.io.nifti import check_head_in_view, file_sha256, load_image
+from isyb_dask.io.nifti import file_sha256
 
 __all__ = ["SubjectJob", "process_subject", "result_path", "load_result", "is_complete", "store_result"]
 
@@ -135,11 +135,26 @@ def _with_threads(section: Any, threads: int) -> Any:
     return section
 
 
+def _anatomy(inp: SubjectInputs, cfg: RunConfig, job: SubjectJob, threads: int):
+    """Build the subject's anatomical reference and write its derivatives (once)."""
+    from isyb_dask.anat.derivatives import write_anatomy
+    from isyb_dask.anat.reference import build_anatomy
+
+    anatomy = build_anatomy(inp.t1w, inp.subject, job.atlas, cfg, threads=threads)
+    write_anatomy(anatomy, job.out_dir,
+                  settings={"qc": dataclasses.asdict(cfg.qc), "registration_seed": cfg.deface.seed})
+    return anatomy
+
+
 def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
     """Run the configured stages; return the result dict (errors included).
 
-    The T1w is checked once first: if it is missing or unreadable the subject fails with that
-    one message, and only the stages that do not need it (BOLD QC) still run.
+    The subject's references come first, once: the anatomy (T1w read, validated and hashed
+    once; template registration, N4, masks, segmentation: :mod:`isyb_dask.anat.reference`)
+    and the BOLD reference (read once, motion, mean, mask, FD: :mod:`isyb_dask.bold.reference`).
+    Every stage receives them instead of recomputing. If the T1w is missing or unreadable the
+    subject fails with that one message, and only the stages that do not need it (BOLD QC)
+    still run.
     """
     run_cfg = job.config
     threads = run_cfg.task_threads
@@ -152,58 +167,86 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
     inp = job.inputs
     result: dict[str, Any] = {"errors": {}, "timings": {}, "notes": []}
     problems = missing_metadata(inp)
-    t1w_ok = inp.t1w is not None
     if inp.t1w is None:
         result["errors"]["inputs"] = "; ".join(p for p in problems if "T1w" in p)
-    else:
-        try:
-            check_head_in_view(load_image(inp.t1w, ndim=3))
-        except IsybError as exc:
-            result["errors"]["inputs"] = str(exc)
-            t1w_ok = False
     for problem in problems:
         result["notes"].append(problem)
         logger.warning(problem)
-    face_masks: list[Path] = []
 
-    def stage(name: str, fn, *args, **kwargs):
-        if name not in cfg.stages:
-            return None
+    def timed(name: str, fn, *args, **kwargs):
+        """Run one step; on failure record its error and return the exception."""
         t0 = time.perf_counter()
         logger.info("start %s", name)
         try:
             out = fn(*args, **kwargs)
-        except Exception as exc:  # recorded per stage; other stages go on
-            result["errors"][name] = _message(name, exc)
+        except Exception as exc:  # recorded per step; other stages go on
             logger.error("%s failed: %s\n%s", name, exc, traceback.format_exc())
-            out = None
+            out = exc
         result["timings"][name] = round(time.perf_counter() - t0, 3)
         logger.info("end %s (%.1f s)", name, result["timings"][name])
         return out
 
+    def stage(name: str, fn, *args, **kwargs):
+        if name not in cfg.stages:
+            return None
+        out = timed(name, fn, *args, **kwargs)
+        if isinstance(out, Exception):
+            result["errors"][name] = _message(name, out)
+            return None
+        return out
+
+    # The subject's references, computed once and handed to every stage (issue 11).
+    anatomy = None
+    t1w_ok = inp.t1w is not None
+    if t1w_ok and {"deface", "qc_anat", "metrics"} & set(cfg.stages):
+        out = timed("anatomy", _anatomy, inp, cfg, job, threads)
+        from isyb_dask.anat.reference import AnatomyError
+
+        if isinstance(out, IsybError) and not isinstance(out, (RegistrationError, AnatomyError)):
+            result["errors"]["inputs"] = str(out)  # unreadable / no head: nothing T1w runs
+            t1w_ok = False
+        elif isinstance(out, Exception):
+            result["errors"]["anatomy"] = _message("anatomy", out)
+        else:
+            anatomy = out
+    bold_ref: Any = None
+    if inp.bold is not None and {"qc_func", "metrics"} & set(cfg.stages):
+        from isyb_dask.bold.reference import build_bold_reference
+
+        bold_ref = timed("bold_reference", build_bold_reference, inp.bold, inp.bold_meta, cfg.qc,
+                         threads=threads)
+    face_masks: list[Path] = []
+
     if "deface" in cfg.stages and t1w_ok:
         from isyb_dask.deface.stage import run_deface
 
-        out = stage("deface", run_deface, inp.t1w, inp.subject, list(job.templates), cfg.deface, job.out_dir, job.atlas)
+        out = stage("deface", run_deface, inp.t1w, inp.subject, list(job.templates), cfg.deface,
+                    job.out_dir, job.atlas, anatomy=anatomy)
         if out is not None:
             result["deface"] = out.get("templates", {})
             face_masks = [Path(p) for p in out.get("face_masks", {}).values()]
-    if "qc_anat" in cfg.stages and t1w_ok:
+    if "qc_anat" in cfg.stages and t1w_ok and anatomy is not None:
         from isyb_dask.qc.anat_stage import run_qc_anat
 
-        out = stage("qc_anat", run_qc_anat, inp.t1w, inp.subject, cfg.qc, job.out_dir, job.atlas, exclude_masks=face_masks)
+        out = stage("qc_anat", run_qc_anat, inp.t1w, inp.subject, cfg.qc, job.out_dir, job.atlas,
+                    exclude_masks=face_masks, anatomy=anatomy)
         if out is not None:
             result["qc_anat"] = out
     if "qc_func" in cfg.stages and inp.bold is not None:
-        from isyb_dask.qc.func_stage import run_qc_func
+        if isinstance(bold_ref, Exception):
+            result["errors"]["qc_func"] = _message("qc_func", bold_ref)
+        else:
+            from isyb_dask.qc.func_stage import run_qc_func
 
-        out = stage("qc_func", run_qc_func, inp.bold, inp.bold_meta, inp.subject, cfg.qc, job.out_dir)
-        if out is not None:
-            result["qc_func"] = out
-    if "metrics" in cfg.stages and t1w_ok:
+            out = stage("qc_func", run_qc_func, inp.bold, inp.bold_meta, inp.subject, cfg.qc,
+                        job.out_dir, bold_ref=bold_ref)
+            if out is not None:
+                result["qc_func"] = out
+    if "metrics" in cfg.stages and t1w_ok and anatomy is not None:
         from isyb_dask.metrics.stage import run_metrics
 
-        out = stage("metrics", run_metrics, inp, cfg.metrics, job.out_dir, job.atlas)
+        out = stage("metrics", run_metrics, inp, cfg.metrics, job.out_dir, job.atlas,
+                    anatomy=anatomy, bold_ref=bold_ref)
         if out is not None:
             values = np.asarray(out["values"], dtype=np.float32)
             path = surface_values_path(job.out_dir, inp.subject)
@@ -212,7 +255,14 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
             with open(tmp, "wb") as fh:
                 np.save(fh, values)
             os.replace(tmp, path)
+            write_json(path.with_suffix(".json"), {
+                "Description": "Surface values of the subject (metric x vertex, float32), "
+                               "the source of its region of results.zarr",
+                "Metrics": list(_surface_metrics()),
+                "Shape": list(values.shape),
+            })
             result["surface_missing"] = dict(out.get("missing", {}))
+            result["metrics_info"] = dict(out.get("info", {}))
             result["stores"] = {"value": path.name}
     return result
 

@@ -1,21 +1,20 @@
-"""Anatomical QC stage: masks, tissue maps and MRIQC-style IQMs of one T1w.
+"""Anatomical QC stage: MRIQC-style IQMs of one T1w from the subject's anatomical reference.
 
-Called by the runner as ``run_qc_anat(t1w, subject, cfg, out_dir, atlas, exclude_masks)``
-(docs/dev-contracts.md). Steps, all on the RAS-conformed grid of the *original* (not
-defaced) T1w:
+Called by the runner as ``run_qc_anat(t1w, subject, cfg, out_dir, atlas, exclude_masks,
+anatomy=anatomy)``. The shared steps live in :mod:`isyb_dask.anat.reference` and run once
+per subject: T1w validation and RAS conforming, the template registration (atlas brain mask
+and priors), N4, the three-class EM segmentation, the head and rotation masks. This stage
+adds, on the canonical grid of the *original* (not defaced) T1w:
 
-1. rotation (zero-padding) mask of the original image;
-2. 12-dof registration of the reference atlas head to the T1w; atlas brain mask and
-   CSF/GM/WM priors warped onto the T1w;
-3. N4 INU correction (coarse grid, one thread);
-4. head mask (MRIQC gradient recipe) and three-class EM segmentation with the priors;
-5. harmonization (WM median -> 1000), hat/artifact/air masks (defaced regions excluded);
-6. IQMs (:func:`isyb_dask.qc.anat_iqms.anat_iqms`).
+1. hat, artifact and air masks (defaced regions excluded from the air mask);
+2. WM harmonization (WM median -> 1000) and the IQMs
+   (:func:`isyb_dask.qc.anat_iqms.anat_iqms`).
 
-Every mask and tissue map is written as a BIDS derivative on the original voxel grid
-(``desc-head_mask``, ``desc-brain_mask``, ``desc-air_mask``, ``label-{CSF,GM,WM}_probseg``)
-and the N4 bias field (``desc-N4_biasfield``), each with a sidecar, plus the IQM JSON
-``sub-X_desc-iqms_T1w.json``: with the original T1w, these files reproduce every IQM.
+It writes the masks only it uses (``desc-rotation_mask``, ``desc-air_mask``,
+``desc-artifacts_mask``) and the IQM JSON ``sub-X_desc-iqms_T1w.json``; the anatomy writes
+``desc-brain_mask``, ``desc-head_mask``, ``label-{CSF,GM,WM}_probseg`` and
+``desc-N4_biasfield`` (:mod:`isyb_dask.io.outputs` owns the names). With the original T1w,
+these files reproduce every IQM (tests/test_contract.py).
 """
 
 from __future__ import annotations
@@ -31,14 +30,15 @@ from typing import Any
 import nibabel as nb
 import numpy as np
 
+from isyb_dask.anat.reference import SubjectAnatomy
 from isyb_dask.errors import InputError
-from isyb_dask.io.derivatives import derivative_path, provenance, write_json, write_sidecar
+from isyb_dask.io.derivatives import provenance, write_json, write_sidecar
 from isyb_dask.io.nifti import load_image, save_like
+from isyb_dask.io.outputs import ANAT_OUTPUTS, anat_path
 from isyb_dask.qc import anat_masks as am
 from isyb_dask.qc.anat_iqms import anat_iqms, harmonize
 from isyb_dask.qc.common import rotation_mask
 from isyb_dask.qc.config import QCConfig
-from isyb_dask.qc.segmentation import register_atlas, segment_tissues, warp_atlas
 from isyb_dask.registration import (
     from_canonical,
     resample_to,
@@ -68,115 +68,77 @@ def _canonical_mask(mask_img: nb.spatialimages.SpatialImage, ref: nb.Nifti1Image
 
 
 def compute_anat_qc(
-    img: nb.Nifti1Image,
+    anatomy: SubjectAnatomy,
     cfg: QCConfig,
     atlas: Any,
     exclude: Iterable[np.ndarray] = (),
 ) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, Any]]:
-    """Masks, tissue maps and IQMs of a RAS-conformed T1w (no file output).
+    """QC-only masks and the IQMs of a subject's anatomical reference (no file output).
+
+    The N4-corrected image, bias field, head and brain masks, tissue posteriors, rotation
+    mask and the template registration come from ``anatomy`` (computed once per subject,
+    shared with deface and metrics); this function adds the hat, artifact and air masks,
+    the WM harmonization and the IQMs.
 
     Parameters
     ----------
-    img
-        T1w on a RAS-conformed grid.
+    anatomy
+        :class:`isyb_dask.anat.reference.SubjectAnatomy`.
     cfg
-        QC settings (seed, threads, registration levels, thresholds).
+        QC settings (thresholds).
     atlas
-        :class:`isyb_dask.atlas.ReferenceAtlas`.
+        :class:`isyb_dask.atlas.ReferenceAtlas` (head -> MNI affine for the landmarks).
     exclude
-        Face masks on the same grid (1 = face region) whose ones are left out of the air mask.
+        Face masks on the canonical grid (1 = face region) whose ones are left out of the
+        air mask.
 
     Returns
     -------
     (iqms, maps, info)
-        IQM dict, the maps (``head``, ``brain``, ``air``, ``hat``, ``artifacts``,
-        ``rotation``, ``bias``, ``csf``, ``gm``, ``wm``) and diagnostic information.
+        IQM dict, the QC maps (``air``, ``hat``, ``artifacts``, ``rotation``) and diagnostic
+        information.
     """
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    timings: dict[str, float] = dict(anatomy.info.get("seconds", {}))
+    img = anatomy.canonical
     original = np.ascontiguousarray(np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32)))
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    rot = rotation_mask(original)
-    timings["rotation"] = time.perf_counter() - t0
+    zooms = anatomy.zooms
+    rot = anatomy.rotation if anatomy.rotation is not None else rotation_mask(original) > 0
+    brain = anatomy.brain_mask
+    inu = anatomy.n4
+    post = anatomy.posteriors
 
     t0 = time.perf_counter()
-    reg = register_atlas(
-        img,
-        str(atlas.head),
-        seed=cfg.seed,
-        threads=cfg.threads,
-        levels_mm=cfg.registration_levels_mm,
-    )
-    priors_img = tuple(nb.load(str(p)) for p in (atlas.csf_prob, atlas.gm_prob, atlas.wm_prob))
-    warped = warp_atlas(img, reg, nb.load(str(atlas.brain_mask)), priors_img, threads=cfg.threads)
-    timings["registration"] = time.perf_counter() - t0
-    if not reg.plausible:
-        raise InputError(
-            f"T1w: atlas registration implausible after retries ({reg.checks.get('violations')})"
-        )
-    if int(warped.brain.sum()) < 1000:
-        raise InputError("T1w: brain mask from the atlas registration is (nearly) empty")
-
-    t0 = time.perf_counter()
-    positive = np.clip(original, 0, None)
-    inu, bias = am.n4_correct(
-        positive, zooms, warped.brain, grid_mm=cfg.inu_grid_mm, threads=cfg.threads
-    )
-    inu[inu < 0] = 0
-    timings["inu"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    posteriors, seg_info = segment_tissues(
-        inu, warped.brain, warped.priors, prior_weight=cfg.prior_weight
-    )
-    csf, gm, wm = posteriors
-    timings["segmentation"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
-    enhanced = am.enhance(inu, warped.priors[2], rng)
-    head = am.head_mask(enhanced, warped.brain, zooms, threshold=cfg.head_threshold)
-    image_to_atlas = warped.image_to_atlas
+    image_to_atlas = anatomy.t1w_to_atlas
     mni_to_image = np.linalg.inv(image_to_atlas) @ np.linalg.inv(atlas.head_to_mni_affine())
-    hat, landmarks = am.hat_mask(head, img.affine, mni_to_image)
-    artifacts = am.artifact_mask(original, hat, head, zscore=cfg.artifact_zscore, zooms=zooms)
+    hat, landmarks = am.hat_mask(anatomy.head_mask, img.affine, mni_to_image)
+    artifacts = am.artifact_mask(original, hat, anatomy.head_mask, zscore=cfg.artifact_zscore,
+                                 zooms=zooms)
     air = am.air_mask(hat, artifacts, rot, tuple(exclude))
     timings["masks"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    factor = am.wm_harmonize_factor(inu, wm, brain=warped.brain)
+    factor = am.wm_harmonize_factor(inu, post["wm"], brain=brain)
     data = harmonize(inu, factor)
     iqms = anat_iqms(
         data,
         original,
-        head=head,
-        brain=warped.brain,
+        head=anatomy.head_mask,
+        brain=brain,
         air=air,
         rotation=rot,
-        pvms=(csf, gm, wm),
+        pvms=(post["csf"], post["gm"], post["wm"]),
         zooms=zooms,
         artifacts=artifacts,
-        bias=bias,
+        bias=anatomy.bias,
     )
     timings["iqms"] = time.perf_counter() - t0
-    maps = {
-        "head": head,
-        "brain": warped.brain,
-        "air": air,
-        "hat": hat,
-        "artifacts": artifacts,
-        "rotation": rot.astype(bool),
-        "bias": bias,
-        "csf": csf,
-        "gm": gm,
-        "wm": wm,
-    }
+    maps = {"air": air, "hat": hat, "artifacts": artifacts, "rotation": np.asarray(rot, bool)}
     info = {
-        "registration_metric": reg.metric,
-        "registration_plausible": bool(reg.plausible),
-        "registration_checks": reg.checks,
+        "registration_metric": anatomy.info.get("registration_metric"),
+        "registration_plausible": anatomy.info.get("registration_plausible"),
+        "registration_checks": anatomy.info.get("registration_checks"),
         "harmonization_factor": factor,
-        "segmentation": seg_info,
+        "segmentation": anatomy.info.get("segmentation"),
         "landmarks": landmarks,
         "seconds": timings,
     }
@@ -206,8 +168,10 @@ def run_qc_anat(
     out_dir: PathLike,
     atlas: Any,
     exclude_masks: Iterable[PathLike | nb.spatialimages.SpatialImage] = (),
+    *,
+    anatomy: SubjectAnatomy | None = None,
 ) -> dict[str, float]:
-    """Anatomical QC of one subject: write masks, tissue maps and IQM JSON; return the IQMs.
+    """Anatomical QC of one subject: write the QC masks and IQM JSON; return the IQMs.
 
     Parameters
     ----------
@@ -222,8 +186,12 @@ def run_qc_anat(
     atlas
         :class:`isyb_dask.atlas.ReferenceAtlas`.
     exclude_masks
-        Keep-masks of the defacing (files or images, 1 = kept, 0 = removed face), on any
-        grid (1 = face region); their ones are excluded from the air mask.
+        Face masks of the defacing (files or images, 1 = face region), on any grid; their
+        ones are excluded from the air mask.
+    anatomy
+        The subject's anatomical reference (the runner builds and writes it once). When
+        None it is built here from ``cfg`` and its derivatives (brain/head masks, tissue
+        posteriors, bias field) are written too, so the outputs are complete either way.
 
     Returns
     -------
@@ -237,9 +205,18 @@ def run_qc_anat(
     """
     t1w = Path(t1w)
     exclude_masks = list(exclude_masks)
-    raw = load_image(t1w, ndim=3)
-    img = to_canonical(raw)
-    img = nb.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine, img.header)
+    settings = asdict(cfg)
+    if anatomy is None:
+        from isyb_dask.anat.derivatives import write_anatomy
+        from isyb_dask.anat.reference import build_anatomy
+
+        try:
+            anatomy = build_anatomy(t1w, subject, atlas, cfg, threads=cfg.threads)
+        except ValueError as exc:
+            raise InputError(f"{t1w.name}: anatomical QC failed ({exc})") from None
+        write_anatomy(anatomy, out_dir, settings=settings)
+    raw = anatomy.image
+    img = anatomy.canonical
     exclude = []
     for item in exclude_masks:
         mask_img = (
@@ -249,52 +226,22 @@ def run_qc_anat(
         )
         exclude.append(_canonical_mask(mask_img, img))
     try:
-        iqms, maps, info = compute_anat_qc(img, cfg, atlas, exclude)
+        iqms, maps, info = compute_anat_qc(anatomy, cfg, atlas, exclude)
     except ValueError as exc:
         raise InputError(f"{t1w.name}: anatomical QC failed ({exc})") from None
 
-    settings = asdict(cfg)
     sources = [t1w] + [
         Path(m) for m in exclude_masks if not isinstance(m, nb.spatialimages.SpatialImage)
     ]
-    outputs = {
-        "head": ("mask", {"desc": "head"}, "Head mask (MRIQC gradient recipe)."),
-        "brain": (
-            "mask",
-            {"desc": "brain"},
-            "Brain mask (atlas mask through affine registration).",
-        ),
-        "air": (
-            "mask",
-            {"desc": "air"},
-            "Air mask: hat mask minus artifacts, zero padding and defaced regions.",
-        ),
-        "artifacts": (
-            "mask",
-            {"desc": "artifacts"},
-            "Artifact voxels of the hat mask (background / MAD > z-score), used by qi_1.",
-        ),
-        "csf": ("probseg", {"label": "CSF"}, "CSF posterior of the 3-class EM segmentation."),
-        "gm": ("probseg", {"label": "GM"}, "GM posterior of the 3-class EM segmentation."),
-        "wm": ("probseg", {"label": "WM"}, "WM posterior of the 3-class EM segmentation."),
-        "bias": (
-            "biasfield",
-            {"desc": "N4"},
-            (
-                "Multiplicative N4 bias field: IQM input = clip(T1w / field * "
-                "harmonization_factor, 0) (factor in the IQM JSON provenance)."
-            ),
-        ),
-    }
-    for key, (suffix, entities, text) in outputs.items():
-        path = derivative_path(out_dir, subject, "anat", suffix, **entities)
+    for key in ("rotation", "air", "artifacts"):
+        out = ANAT_OUTPUTS[key]
+        path = anat_path(out_dir, subject, key)
         arr = from_canonical(np.asarray(maps[key]), raw.affine)
-        dtype = np.uint8 if suffix == "mask" else np.float32  # float32 = values used
-        save_like(arr.astype(dtype), raw, path, dtype=dtype)
+        save_like(arr.astype(np.uint8), raw, path, dtype=np.uint8)
         write_sidecar(
             path,
-            {"Description": text, "Sources": [t1w.name]},
-            sources=[t1w],
+            {"Description": out.description, "Sources": [t1w.name]},
+            sources=sources if key == "air" else [t1w],
             settings=settings,
         )
     payload: dict[str, Any] = {k: float(v) for k, v in iqms.items()}
@@ -302,7 +249,5 @@ def run_qc_anat(
     prov = provenance(sources, settings)
     prov["qc"] = info
     payload["provenance"] = prov
-    write_json(
-        derivative_path(out_dir, subject, "anat", "T1w", desc="iqms", extension=".json"), payload
-    )
+    write_json(anat_path(out_dir, subject, "iqms"), payload)
     return iqms

@@ -16,19 +16,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from isyb_dask.bold.reference import MIN_VOLUMES, BoldReference, build_bold_reference
 from isyb_dask.errors import InputError
-from isyb_dask.io.derivatives import derivative_path, write_sidecar
-from isyb_dask.io.nifti import load_image, save_like, voxel_sizes
+from isyb_dask.io.derivatives import write_sidecar
+from isyb_dask.io.nifti import save_like, voxel_sizes
+from isyb_dask.io.outputs import func_path
 from isyb_dask.qc.dvars import compute_dvars, dvars_summary
-from isyb_dask.qc.func_iqms import gcor, gsr, mean_epi_iqms, non_steady_state_volumes, tsnr
-from isyb_dask.qc.func_masks import automask
-from isyb_dask.qc.hmc import PARAM_NAMES, realign_series, rotation_center
-from isyb_dask.qc.motion import fd_summary, framewise_displacement
+from isyb_dask.qc.func_iqms import gcor, gsr, mean_epi_iqms, tsnr
+from isyb_dask.qc.hmc import PARAM_NAMES
+from isyb_dask.qc.motion import fd_summary
 
 __all__ = ["IQM_NAMES", "MIN_VOLUMES", "bold_entities", "run_qc_func"]
 
-#: Shortest BOLD run accepted (DVARS needs an AR(1) fit and differences).
-MIN_VOLUMES = 5
 #: IQMs always present in the returned dict (MRIQC names), besides ``summary_*``.
 IQM_NAMES = (
     "fd_mean", "fd_num", "fd_perc", "dvars_std", "dvars_nstd", "dvars_vstd", "gcor", "tsnr",
@@ -68,20 +67,6 @@ def bold_entities(path: str | os.PathLike[str]) -> dict[str, str | None]:
     return out
 
 
-def _repetition_time(meta: Mapping[str, Any] | None, name: str) -> float:
-    if not meta or "RepetitionTime" not in meta:
-        raise InputError(f"{name}: 'RepetitionTime' is missing from the BOLD metadata")
-    try:
-        tr = float(meta["RepetitionTime"])
-    except (TypeError, ValueError):
-        raise InputError(
-            f"{name}: RepetitionTime {meta['RepetitionTime']!r} is not a number"
-        ) from None
-    if not np.isfinite(tr) or tr <= 0:
-        raise InputError(f"{name}: RepetitionTime must be positive, got {tr}")
-    return tr
-
-
 def _confounds_table(params: np.ndarray, fd: np.ndarray, dvars) -> pd.DataFrame:
     table = pd.DataFrame(params, columns=list(PARAM_NAMES))
     table["framewise_displacement"] = np.concatenate([[np.nan], fd])
@@ -112,6 +97,8 @@ def run_qc_func(
     subject: str,
     cfg,
     out_dir: str | os.PathLike[str],
+    *,
+    bold_ref: BoldReference | None = None,
 ) -> dict[str, float]:
     """Functional QC of one BOLD run.
 
@@ -129,6 +116,9 @@ def run_qc_func(
         present).
     out_dir
         Derivatives root.
+    bold_ref
+        The run's :class:`isyb_dask.bold.reference.BoldReference` (read, motion-corrected and
+        masked once per subject, shared with the metrics); built here when None.
 
     Returns
     -------
@@ -148,29 +138,14 @@ def run_qc_func(
     """
     bold = Path(bold)
     name = f"{bold.parent.name}/{bold.name}"
-    tr = _repetition_time(bold_meta, name)
-    img = load_image(bold, ndim=4, min_volumes=MIN_VOLUMES)
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if data.ndim > 4:
-        data = data.reshape(data.shape[:4])
-    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-    n_total = data.shape[3]
-    dummy = non_steady_state_volumes(data) if getattr(cfg, "drop_dummy_volumes", True) else 0
-    if n_total - dummy < MIN_VOLUMES:
-        raise InputError(f"{name}: only {n_total - dummy} steady-state volumes after dropping "
-                         f"{dummy} non-steady-state volumes (need {MIN_VOLUMES})")
-    data = data[..., dummy:]
-    threads = int(getattr(cfg, "threads", 1))
-    seed = int(getattr(cfg, "seed", 0))
-    reference = getattr(cfg, "hmc_reference", 0)
-
-    realigned, params = realign_series(data, img.affine, reference=reference, threads=threads,
-                                       seed=seed)
-    mean_epi = realigned.mean(axis=3, dtype=np.float64)
-    fd = framewise_displacement(params, radius=cfg.fd_radius)
+    if bold_ref is None:
+        bold_ref = build_bold_reference(bold, bold_meta, cfg,
+                                        threads=int(getattr(cfg, "threads", 1)))
+    ref = bold_ref
+    img, tr, realigned, mask, mean_epi = ref.image, ref.tr, ref.realigned, ref.mask, ref.mean
+    fd = ref.fd
     iqms: dict[str, float] = {}
     try:  # degenerate data (tiny mask, all-constant voxels) -> a user-facing error
-        mask = automask(mean_epi)
         dvars = compute_dvars(realigned, mask)
         iqms.update(fd_summary(fd, threshold=cfg.fd_threshold))
         iqms.update(dvars_summary(dvars))
@@ -180,26 +155,17 @@ def run_qc_func(
     except ValueError as exc:
         raise InputError(f"{name}: {exc}") from None
     iqms.update(_ghost_ratios(mean_epi, mask, img.affine))
-    iqms["n_volumes"] = float(n_total)
-    iqms["dummy_trs"] = float(dummy)
+    iqms["n_volumes"] = float(ref.data.shape[3])
+    iqms["dummy_trs"] = float(ref.dummy)
     iqms = {key: float(val) for key, val in iqms.items()}
 
     ents = bold_entities(bold)
-    kw = {"session": ents["session"], "task": ents["task"], "acq": ents["acq"], "run": ents["run"]}
     settings = {
-        "fd_radius_mm": cfg.fd_radius, "fd_threshold_mm": cfg.fd_threshold,
-        "hmc": {"method": "gauss-newton", "reference": reference,
-                "cost": "sum of squares after global gain, head voxels, outlier slices dropped",
-                "estimation_interpolation": "trilinear, cubic B-spline final iterations",
-                "output_interpolation": "trilinear",
-                "pyramid": {"shrink": [2, 1], "smooth_vox": [1, 0]},
-                "rotation_center_mm": rotation_center(data.shape, img.affine).tolist()},
-        "mask": "3dAutomask-like (clfrac 0.5, peel nbhrs 17, fill holes)",
+        "fd_radius_mm": ref.fd_radius, "fd_threshold_mm": cfg.fd_threshold,
+        **{k: v for k, v in ref.settings.items() if k != "fd_radius_mm"},
         "dvars": {"intensity_normalization": 1000, "variance_tol": 1e-7},
-        "threads": threads, "seed": seed,
-        "non_steady_state_volumes_dropped": dummy,
     }
-    _write_outputs(out_dir, subject, kw, bold, img, tr, params, fd, dvars, realigned, mask,
+    _write_outputs(out_dir, subject, ents, bold, img, tr, ref.params, fd, dvars, realigned, mask,
                    iqms, settings)
     return iqms
 
@@ -219,32 +185,29 @@ def _ghost_ratios(mean_epi: np.ndarray, mask: np.ndarray, affine: np.ndarray) ->
 
 def confounds_path(bold: str | os.PathLike[str], subject: str, out_dir: str | os.PathLike[str]) -> Path:
     """Where :func:`run_qc_func` writes the confounds table of ``bold`` (not created)."""
-    kw = {k: v for k, v in bold_entities(bold).items() if v is not None}
-    return derivative_path(out_dir, subject, "func", "timeseries", desc="confounds",
-                           extension=".tsv", mkdir=False, **kw)
+    return func_path(out_dir, subject, "confounds", bold_entities(bold), mkdir=False)
 
 
-def _write_outputs(out_dir, subject, kw, bold, img, tr, params, fd, dvars, realigned, mask,
+def _write_outputs(out_dir, subject, ents, bold, img, tr, params, fd, dvars, realigned, mask,
                    iqms, settings) -> None:
     sources = [bold]
-    conf_path = derivative_path(out_dir, subject, "func", "timeseries", desc="confounds",
-                                extension=".tsv", **kw)
+    conf_path = func_path(out_dir, subject, "confounds", ents)
     _confounds_table(params, fd, dvars).to_csv(conf_path, sep="\t", index=False, na_rep="n/a",
                                                float_format="%.8g")
     write_sidecar(conf_path, _CONFOUND_META, sources=sources, settings=settings)
 
-    hmc_path = derivative_path(out_dir, subject, "func", "bold", desc="hmc", **kw)
+    hmc_path = func_path(out_dir, subject, "hmc", ents)
     save_like(realigned, img, hmc_path, dtype=np.float32)
     write_sidecar(hmc_path, {"RepetitionTime": tr, "SkullStripped": False,
                              "Description": "Head-motion corrected (rigid, trilinear) series"},
                   sources=sources, settings=settings)
 
-    mask_path = derivative_path(out_dir, subject, "func", "mask", desc="brain", **kw)
+    mask_path = func_path(out_dir, subject, "brain", ents)
     save_like(mask, img.slicer[..., 0], mask_path, dtype=np.uint8)
     write_sidecar(mask_path, {"Type": "Brain", "Description": "Brain mask of the mean "
-                              "motion-corrected EPI (3dAutomask-like)"},
+                              "motion-corrected EPI (3dAutomask-like), shared by the QC and "
+                              "the metrics"},
                   sources=sources, settings=settings)
 
-    iqm_path = derivative_path(out_dir, subject, "func", "bold", desc="iqms", extension=".json",
-                               **kw)
+    iqm_path = func_path(out_dir, subject, "iqms", ents)
     write_sidecar(iqm_path, {**iqms, "RepetitionTime": tr}, sources=sources, settings=settings)

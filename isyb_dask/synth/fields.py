@@ -219,8 +219,10 @@ def reorient(
 
 
 def power_fd(params: np.ndarray, radius: float = 50.0) -> np.ndarray:
-    """Power framewise displacement (mm) of a ``(T, 6)`` parameter array; FD[0] = 0."""
-    p = np.asarray(params, dtype=float)
-    d = np.abs(np.diff(p, axis=0))
-    fd = d[:, :3].sum(1) + radius * d[:, 3:].sum(1)
-    return np.concatenate([[0.0], fd])
+    """Power framewise displacement (mm) of a ``(T, 6)`` parameter array; FD[0] = 0.
+
+    :func:`isyb_dask.qc.motion.framewise_displacement` (the one FD) padded with a leading 0.
+    """
+    from isyb_dask.qc.motion import framewise_displacement
+
+    return np.concatenate([[0.0], framewise_displacement(params, radius=radius)])

@@ -1,0 +1,1 @@
+"""Per-subject BOLD reference (read, motion-corrected and masked once)."""
