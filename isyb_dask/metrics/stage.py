@@ -334,11 +334,16 @@ def _bold(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer
         data.shape, img.affine, native_to_mni=to_mni, mask=mask, depths=cfg.gm_depths, surf=surf
     )
     maps = sampler.apply(np.stack([alff, falff, reho], axis=-1))
+    series = sampler.apply(filtered)
+    vmhc = surface_vmhc(series)
+    sampled = np.isfinite(series).all(axis=1)
+    paired = sampled[:N_VERTICES_HEMI] & sampled[N_VERTICES_HEMI:]
+    n_flat = int((paired & ~np.isfinite(vmhc[:N_VERTICES_HEMI])).sum())
     out = {
         "ALFF": maps[:, 0],
         "fALFF": maps[:, 1],
         "ReHo": maps[:, 2],
-        "VMHC": surface_vmhc(sampler.apply(filtered)),
+        "VMHC": vmhc,
     }
     task = _task(inp.bold)
     src = [inp.bold]
@@ -375,6 +380,7 @@ def _bold(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer
         "info": {
             "bold_fd_mean": float(info.get("fd_mean", np.nan)),
             "bold_to_t1w_metric": checks["metric"],
+            "vmhc_flat_vertices": n_flat,
         },
     }
 
@@ -527,6 +533,8 @@ _MODALITIES = (
     ("dwi", "DWI", ("FA_WM", "MD_WM", "FA_GM", "MD_GM"), _dwi),
     ("asl", "ASL", ("CBF",), _asl),
 )
+#: modality -> (label, its surface metrics), for reasons given outside this stage.
+MODALITY_METRICS = {attr: (label, metrics) for attr, label, metrics, _ in _MODALITIES}
 
 
 def run_metrics(
@@ -550,8 +558,10 @@ def run_metrics(
     Returns
     -------
     dict
-        ``{"values": float32 (13, 64984), "missing": {metric: reason}, "info": {...}}`` in
-        the order of :data:`SURFACE_METRICS`.
+        ``{"values": float32 (13, 64984), "missing": {metric: reason}, "info": {...},
+        "provenance": {metric: how it was computed when that is worth recording}}`` (values
+        in the order of :data:`SURFACE_METRICS`). A provenance starting with ``"fallback:"``
+        (GMV from the atlas GM prior) marks a value the group step leaves out by default.
 
     Raises
     ------
@@ -568,6 +578,7 @@ def run_metrics(
     missing: dict[str, str] = {}
     info: dict[str, Any] = {}
     sources: dict[str, list] = {}
+    provenance: dict[str, str] = {}
 
     _check_inputs(inputs, cfg)
     struct, miss, src = read_structural_metrics(cfg.surface_derivatives, subject, surf=surf)
@@ -593,6 +604,7 @@ def run_metrics(
                 t1, zooms, chain.brain, chain.priors, threads=cfg.threads
             )
             info["gm_source"] = ginfo["source"]
+            provenance["GMV"] = ginfo["source"]
             found["GMV"] = gmv_mod.gmv_surface(
                 gm,
                 t1_img.affine,
@@ -643,6 +655,9 @@ def run_metrics(
                 continue
             found.update(res["values"])
             info.update(res["info"])
+            if res["info"].get("vmhc_flat_vertices"):
+                provenance["VMHC"] = (f"{res['info']['vmhc_flat_vertices']} homotopic vertex "
+                                      "pairs with a flat series: NaN (missing), not 0")
             for m in metrics:
                 sources[m] = [getattr(inputs, attr)]
 
@@ -665,4 +680,5 @@ def run_metrics(
                     settings={"depths_gm": cfg.gm_depths, "depths_wm": cfg.wm_depths},
                     session=inputs.session,
                 )
-    return {"values": values, "missing": missing, "info": info}
+    return {"values": values, "missing": missing, "info": info,
+            "provenance": {m: provenance[m] for m in provenance if m not in missing}}

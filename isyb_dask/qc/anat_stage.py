@@ -9,7 +9,9 @@ defaced) T1w:
    CSF/GM/WM priors warped onto the T1w;
 3. N4 INU correction (coarse grid, one thread);
 4. head mask (MRIQC gradient recipe) and three-class EM segmentation with the priors;
-5. harmonization (WM median -> 1000), hat/artifact/air masks (defaced regions excluded);
+5. harmonization (WM median -> 1000; the reference region used, eroded WM, WM or the
+   75-95th percentile brain-voxel fallback, is recorded as ``harmonization_route``),
+   hat/artifact/air masks (defaced regions excluded);
 6. IQMs (:func:`isyb_dask.qc.anat_iqms.anat_iqms`).
 
 Every mask and tissue map is written as a BIDS derivative on the original voxel grid
@@ -144,7 +146,7 @@ def compute_anat_qc(
     timings["masks"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    factor = am.wm_harmonize_factor(inu, wm, brain=warped.brain)
+    factor, route = am.wm_harmonize_route(inu, wm, brain=warped.brain)
     data = harmonize(inu, factor)
     iqms = anat_iqms(
         data,
@@ -176,6 +178,7 @@ def compute_anat_qc(
         "registration_plausible": bool(reg.plausible),
         "registration_checks": reg.checks,
         "harmonization_factor": factor,
+        "harmonization_route": route,
         "segmentation": seg_info,
         "landmarks": landmarks,
         "seconds": timings,
@@ -206,6 +209,7 @@ def run_qc_anat(
     out_dir: PathLike,
     atlas: Any,
     exclude_masks: Iterable[PathLike | nb.spatialimages.SpatialImage] = (),
+    info_out: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Anatomical QC of one subject: write masks, tissue maps and IQM JSON; return the IQMs.
 
@@ -224,6 +228,9 @@ def run_qc_anat(
     exclude_masks
         Keep-masks of the defacing (files or images, 1 = kept, 0 = removed face), on any
         grid (1 = face region); their ones are excluded from the air mask.
+    info_out
+        If given, filled with ``harmonization_route`` (``wm_eroded``, ``wm`` or
+        ``fallback: brain_p75_p95``) and ``harmonization_factor``.
 
     Returns
     -------
@@ -253,6 +260,9 @@ def run_qc_anat(
     except ValueError as exc:
         raise InputError(f"{t1w.name}: anatomical QC failed ({exc})") from None
 
+    if info_out is not None:
+        info_out["harmonization_route"] = info["harmonization_route"]
+        info_out["harmonization_factor"] = float(info["harmonization_factor"])
     settings = asdict(cfg)
     sources = [t1w] + [
         Path(m) for m in exclude_masks if not isinstance(m, nb.spatialimages.SpatialImage)

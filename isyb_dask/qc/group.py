@@ -3,9 +3,10 @@
 ``run_qc_group(store_path, out_dir, cfg)`` (docs/dev-contracts.md):
 
 1. reads ``participants``, ``qc_anat`` and ``qc_func`` from ``results.zarr``;
-2. the analysed sample is every subject whose ``status`` is ``ok`` (or ``excluded`` by an
-   earlier group run, so that re-running with other settings is idempotent); failed and
-   pending subjects are left out;
+2. the analysed sample is every subject whose ``status`` is ``ok`` or ``partial`` (or
+   ``excluded`` by an earlier group run, so that re-running with other settings is
+   idempotent; a subject no longer excluded gets back ``partial`` if its ``failed_stages``
+   is non-empty, else ``ok``); failed and pending subjects are left out;
 3. applies :mod:`isyb_dask.qc.exclusion` (SD rule per IQM and modality, motion rule) and
    records the result in ``participants`` with
    :func:`isyb_dask.io.store.update_participants` (``status``, ``exclusion_reason``,
@@ -104,7 +105,9 @@ def run_qc_group(
     if part.empty or "status" not in part.columns:
         raise ValueError(f"{store_path.name}: no participants group with a status variable")
     status = part["status"].astype(str)
-    sample = [s for s in part.index if status[s] in ("ok", "excluded")]
+    sample = [s for s in part.index if status[s] in ("ok", "partial", "excluded")]
+    failed_parts = (part["failed_stages"].astype(str) if "failed_stages" in part.columns
+                    else pd.Series("", index=part.index))
 
     tables: dict[str, pd.DataFrame] = {}
     for modality, group, suffix in _MODALITIES:
@@ -123,8 +126,8 @@ def run_qc_group(
     updates: dict[str, dict[str, str]] = dict(excluded)
     for subj in sample:
         if subj not in excluded and status[subj] == "excluded":
-            updates[subj] = {
-                "status": "ok",
+            updates[subj] = {  # back to what the participant level recorded
+                "status": "partial" if failed_parts[subj] not in ("", "nan") else "ok",
                 "exclusion_reason": "",
                 "exclusion_rule": "",
                 "exclusion_metric": "",

@@ -91,11 +91,12 @@ def summary_body(part: pd.DataFrame | None) -> str:
     cols = [c for c in ("exclusion_reason", "exclusion_rule", "exclusion_metric") if c in part]
     out += "<h3>Excluded</h3>" + (table_html(excl[cols], index=True) if len(excl) and cols
                                   else "<p>none</p>")
-    fail = part[status == "failed"]
-    out += "<h3>Failed</h3>" + (table_html(fail[["error"]], index=True)
-                                if len(fail) and "error" in part else "<p>none</p>")
+    fail = part[status.isin(["failed", "partial", "error"])]
+    fcols = [c for c in ("status", "failed_stages", "error") if c in part]
+    out += "<h3>Failed and partial</h3>" + (table_html(fail[fcols], index=True)
+                                            if len(fail) and "error" in part else "<p>none</p>")
     demo = []
-    ok = part[status == "ok"]
+    ok = part[status.isin(["ok", "partial"])]
     if ok.empty:
         return out + "<h3>Demographics</h3><p>no included subjects</p>"
     if "age" in part:
