@@ -176,3 +176,91 @@ def test_repaired_t1w_is_recorded_in_the_store(tmp_path, monkeypatch):
     assert seen["finite"]
     row = _participants(job)
     assert row["repairs"].startswith("sub-01/anat/sub-01_T1w.nii.gz: 1 non-finite voxels")
+
+
+# ----------------------------------------------------------------------------- group step
+def _runner_store(tmp_path):
+    from isyb_dask.metrics.names import SURFACE_METRICS
+
+    subjects = [f"sub-{i:04d}" for i in range(1, 5)]
+    path = tmp_path / "results.zarr"
+    results_store.init_store(path, subjects, templates=["a", "b"], anat_iqms=["snr"],
+                             func_iqms=["fd"], surface_metrics=list(SURFACE_METRICS),
+                             hemi=["L"] * 32492 + ["R"] * 32492)
+    rng = np.random.default_rng(4)
+    vals = rng.normal(1.0, 0.2, (4, len(SURFACE_METRICS), 64984)).astype(np.float32)
+    gmv = SURFACE_METRICS.index("GMV")
+    alff = SURFACE_METRICS.index("ALFF")
+    vals[3, alff] = np.nan  # sub-0004: BOLD unusable (partial)
+    rows = {
+        "sub-0001": ("ok", "", "", ""),
+        "sub-0002": ("ok", "", "fallback: atlas GM prior (segmentation failed: x)", ""),
+        "sub-0003": ("failed", "inputs", "", ""),
+        "sub-0004": ("partial", "inputs:bold", "", "BOLD run unusable: too short"),
+    }
+    for i, (s, (status, stages, gmv_prov, alff_miss)) in enumerate(rows.items()):
+        prov = [""] * len(SURFACE_METRICS)
+        prov[gmv] = gmv_prov
+        miss = [""] * len(SURFACE_METRICS)
+        miss[alff] = alff_miss
+        results_store.write_subject(path, "surface", s, {"value": vals[i], "missing": miss,
+                                                         "provenance": prov})
+        results_store.write_subject(path, "participants", s,
+                                    {"status": status, "failed_stages": stages,
+                                     "error": "x" if status != "ok" else ""})
+    results_store.write_subject(path, "deface", "sub-0004",
+                                {"nmi": [0.1, np.nan], "error": ["", "template b: implausible"]})
+    return path, vals, gmv, alff
+
+
+def test_group_maps_include_partial_and_leave_out_fallbacks(tmp_path):
+    from isyb_dask.metrics.group_maps import run_group_maps
+
+    path, vals, gmv, alff = _runner_store(tmp_path)
+    out = run_group_maps(path, tmp_path, figures=False)
+    assert out["n_included"] == 3  # ok + ok + partial; failed left out
+    assert out["n_dropped"]["GMV"] == 1
+    g = results_store.open_group(path, "group").load()
+    # GMV: sub-0002's fallback value left out -> mean of sub-0001 and sub-0004
+    np.testing.assert_allclose(g["mean"].values[gmv], vals[[0, 3], gmv].mean(0), rtol=1e-5)
+    assert (g["n"].values[gmv] == 2).all() and g["metric_mask"].values[gmv].all()
+    # ALFF: the partial subject has no value, with a reason: the mask stays whole
+    assert (g["n"].values[alff] == 2).all() and g["metric_mask"].values[alff].all()
+    assert g["mask"].values.all()
+    out = run_group_maps(path, tmp_path, figures=False, exclude_fallback=False)
+    g = results_store.open_group(path, "group").load()
+    np.testing.assert_allclose(g["mean"].values[gmv], vals[[0, 1, 3], gmv].mean(0), rtol=1e-5)
+
+
+def test_query_failures_lists_every_reason(tmp_path):
+    from isyb_dask.query import run_query
+
+    path, *_ = _runner_store(tmp_path)
+    text = run_query(path, failures=True, fmt="csv")
+    lines = text.splitlines()
+    assert lines[0].startswith("subject,status,failed_stages,error")
+    by_subject = {line.split(",")[0]: line for line in lines[1:]}
+    assert set(by_subject) == {"sub-0002", "sub-0003", "sub-0004"}
+    assert "fallback: atlas GM prior" in by_subject["sub-0002"]
+    assert by_subject["sub-0004"].split(",")[1:3] == ["partial", "inputs:bold"]
+
+
+def test_progress_counts_partial():
+    from isyb_dask.pipeline.progress import Progress
+
+    lines: list[str] = []
+    prog = Progress(total=3, write=lines.append)
+    prog.update("sub-1", "ok")
+    prog.update("sub-2", "partial", "inputs:dwi: sub-2/dwi/x.bvec: 6 b-vectors")
+    prog.update("sub-3", "failed", "no head")
+    assert any("sub-2 PARTIAL: inputs:dwi" in line for line in lines)
+    assert lines[-1].endswith("3/3 subjects done (1 failed, 1 partial)")
+
+
+def test_exit_codes():
+    from isyb_dask.pipeline.runner import RunSummary
+
+    assert RunSummary().exit_code == 0
+    assert RunSummary(partial=["a"]).exit_code == 3
+    assert RunSummary(partial=["a"], failed=["b"]).exit_code == 1
+    assert RunSummary(failed=["b"], internal_errors=["b"]).exit_code == 4
