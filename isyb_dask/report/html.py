@@ -100,7 +100,7 @@ def _nmi_summary(store: Path, groups: list[str], part: pd.DataFrame | None) -> s
     nmi = ds["nmi"].transpose("subject", "template").values
     subs = [str(s) for s in ds["subject"].values]
     if part is not None and "status" in part:
-        keep = np.array([part["status"].get(s, "") == "ok" for s in subs])
+        keep = np.array([part["status"].get(s, "") in ("ok", "partial") for s in subs])
         nmi = nmi[keep]
     frame = pd.DataFrame(nmi, columns=[str(t) for t in ds["template"].values])
     extra = ""
