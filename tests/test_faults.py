@@ -465,6 +465,10 @@ def test_bad_inputs_fail_alone_with_named_problems(study, tmp_path):
     sidecar = json.loads((tmp_path / "out" / "sub-9102" / "anat" /
                           "sub-9102_label-GM_probseg.json").read_text())
     assert sidecar["provenance"]["sources"][0]["repair"]["voxels"] == 3
+    surf_prov = xr.open_zarr(tmp_path / "out" / "results.zarr", group="surface",
+                             consolidated=False)["provenance"].load()
+    assert str(surf_prov.sel(subject="sub-9102", metric="GMV").item()).startswith(
+        "repaired input: sub-9102/anat/sub-9102_T1w.nii.gz: 3 non-finite voxels")
     # partial subjects: failed stage in the store, the T1w results kept
     failed_stages = dict(zip(part["subject"].values, part["failed_stages"].values))
     assert str(failed_stages["sub-9027"]) == "inputs:dwi"

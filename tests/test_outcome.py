@@ -264,3 +264,14 @@ def test_exit_codes():
     assert RunSummary(partial=["a"]).exit_code == 3
     assert RunSummary(partial=["a"], failed=["b"]).exit_code == 1
     assert RunSummary(failed=["b"], internal_errors=["b"]).exit_code == 4
+
+
+def test_repair_provenance_names_the_metrics_of_the_file(tmp_path):
+    from isyb_dask.io.validate import repair_provenance
+
+    bold = tmp_path / "bids" / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
+    inp = SubjectInputs(subject="sub-01", t1w=tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz",
+                        bold=bold)
+    out = repair_provenance(inp, {"sub-01/func/sub-01_task-rest_bold.nii.gz": "x: 2 voxels"})
+    assert set(out) == {"ALFF", "fALFF", "ReHo", "VMHC"}
+    assert out["VMHC"] == "repaired input: x: 2 voxels"

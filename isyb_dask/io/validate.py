@@ -33,7 +33,13 @@ from isyb_dask.io.bids import SubjectInputs
 from isyb_dask.io.image_checks import display_name
 from isyb_dask.io.nifti import check_head_in_view, load_image
 
-__all__ = ["InputReport", "MODALITY_STAGES", "bold_min_volumes", "validate_subject"]
+__all__ = [
+    "InputReport",
+    "MODALITY_STAGES",
+    "bold_min_volumes",
+    "repair_provenance",
+    "validate_subject",
+]
 
 #: Which stages read each modality.
 MODALITY_STAGES: dict[str, tuple[str, ...]] = {
@@ -188,3 +194,25 @@ def validate_subject(
         except IsybError as exc:
             report.modality_errors[modality] = str(exc)
     return report
+
+
+#: Surface metrics computed from each input file (for the provenance of repaired inputs).
+_FILE_METRICS = {
+    "t1w": ("GMV",),
+    "bold": ("ALFF", "fALFF", "ReHo", "VMHC"),
+    "dwi": ("FA_WM", "MD_WM", "FA_GM", "MD_GM"),
+    "asl": ("CBF",),
+    "m0": ("CBF",),
+}
+
+
+def repair_provenance(inp: SubjectInputs, repairs: dict[str, str]) -> dict[str, str]:
+    """``{metric: "repaired input: ..."}`` for the metrics computed from a repaired file."""
+    out: dict[str, str] = {}
+    for attr, metrics in _FILE_METRICS.items():
+        path = getattr(inp, attr)
+        text = repairs.get(display_name(path)) if path is not None else None
+        if text:
+            for metric in metrics:
+                out[metric] = "; ".join(filter(None, [out.get(metric), f"repaired input: {text}"]))
+    return out

@@ -41,7 +41,7 @@ from isyb_dask.io import store as results_store
 from isyb_dask.io.bids import SubjectInputs, missing_metadata
 from isyb_dask.io.derivatives import write_json
 from isyb_dask.io.nifti import file_sha256
-from isyb_dask.io.validate import validate_subject
+from isyb_dask.io.validate import repair_provenance, validate_subject
 from isyb_dask.outcome import DATA_ERRORS, subject_outcome
 
 __all__ = ["SubjectJob", "process_subject", "result_path", "load_result", "is_complete", "store_result"]
@@ -228,7 +228,11 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
                 np.save(fh, values)
             os.replace(tmp, path)
             result["surface_missing"] = dict(out.get("missing", {}))
-            result["surface_provenance"] = dict(out.get("provenance", {}))
+            prov = dict(out.get("provenance", {}))
+            for metric, text in repair_provenance(inp, report.repairs).items():
+                if metric not in result["surface_missing"]:
+                    prov[metric] = "; ".join(filter(None, [prov.get(metric), text]))
+            result["surface_provenance"] = prov
             result["stores"] = {"value": path.name}
     return result
 
