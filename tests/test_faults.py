@@ -578,3 +578,25 @@ def test_subject_that_keeps_killing_its_worker_ends_failed(study, tmp_path):
     ref = _participants(study["reference"])
     assert {s: table[s] for s in ref} == ref  # the others finished normally
     assert _checksums(bids) == before
+
+
+def test_the_scan_finds_inf_and_complex(tmp_path):
+    """The scanner itself: an Inf in the store, a complex NIfTI, an Inf NIfTI voxel and an
+    ``Infinity`` in a sidecar are each reported."""
+    from isyb_dask.io import store as results_store
+
+    out = tmp_path / "out"
+    results_store.init_store(out / "results.zarr", ["sub-01"], templates=["a"], anat_iqms=["snr"],
+                             func_iqms=["fd"], surface_metrics=["GMV"], hemi=["L", "R"])
+    assert scan_for_inf_and_complex(out) == []
+    results_store.write_subject(out / "results.zarr", "qc_anat", "sub-01", {"snr": np.inf})
+    anat = out / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.ones((3, 3, 3), np.complex64), np.eye(4)), anat / "c.nii.gz")
+    arr = np.ones((3, 3, 3), np.float32)
+    arr[1, 1, 1] = -np.inf
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), anat / "i.nii.gz")
+    (anat / "i.json").write_text('{"x": Infinity}')
+    found = scan_for_inf_and_complex(out)
+    assert len(found) == 4, found
+    assert any("qc_anat/snr" in f for f in found)
