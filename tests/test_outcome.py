@@ -275,3 +275,37 @@ def test_repair_provenance_names_the_metrics_of_the_file(tmp_path):
     out = repair_provenance(inp, {"sub-01/func/sub-01_task-rest_bold.nii.gz": "x: 2 voxels"})
     assert set(out) == {"ALFF", "fALFF", "ReHo", "VMHC"}
     assert out["VMHC"] == "repaired input: x: 2 voxels"
+
+
+def test_qc_group_keeps_partial_status_and_skips_fallback_units(tmp_path):
+    from isyb_dask.qc.anat_iqms import ANAT_IQMS
+    from isyb_dask.qc.config import QCConfig
+    from isyb_dask.qc.group import run_qc_group
+
+    subjects = [f"sub-{i:02d}" for i in range(12)]
+    path = tmp_path / "results.zarr"
+    results_store.init_store(path, subjects, templates=["a"], anat_iqms=ANAT_IQMS,
+                             func_iqms=["fd_mean"], surface_metrics=["GMV"], hemi=["L", "R"])
+    rng = np.random.default_rng(2)
+    for i, s in enumerate(subjects):
+        anat = {name: float(rng.normal(10, 0.3)) for name in ANAT_IQMS}
+        if s == "sub-03":
+            anat["summary_wm_median"] = 400.0  # percentile-harmonized: other intensity units
+        results_store.write_subject(path, "qc_anat", s, anat)
+        results_store.write_subject(path, "qc_anat", s, {
+            "harmonization_route": "fallback: brain_p75_p95" if s == "sub-03" else "wm_eroded"})
+        # sub-01: partial, wrongly left 'excluded' by an earlier group run
+        status, stages = {"sub-01": ("excluded", "inputs:bold")}.get(s, ("ok", ""))
+        results_store.write_subject(path, "participants", s,
+                                    {"status": status, "failed_stages": stages})
+    cfg = QCConfig(anat_sd_metrics=("summary_wm_median", "snr_total"))
+    out = run_qc_group(path, tmp_path, cfg, figures=False)
+    assert out["harmonization_fallback"] == ["sub-03"]
+    part = results_store.open_group(path, "participants").load()
+    status = dict(zip(map(str, part["subject"].values), map(str, part["status"].values)))
+    assert status["sub-01"] == "partial"  # back to what the participant level recorded
+    assert status["sub-03"] == "ok"  # its intensity-unit IQM is not compared
+    run_qc_group(path, tmp_path, cfg, figures=False, exclude_fallback=False)
+    part = results_store.open_group(path, "participants").load()
+    status = dict(zip(map(str, part["subject"].values), map(str, part["status"].values)))
+    assert status["sub-03"] == "excluded"
