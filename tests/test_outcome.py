@@ -309,3 +309,27 @@ def test_qc_group_keeps_partial_status_and_skips_fallback_units(tmp_path):
     part = results_store.open_group(path, "participants").load()
     status = dict(zip(map(str, part["subject"].values), map(str, part["status"].values)))
     assert status["sub-03"] == "excluded"
+
+
+def test_failed_template_is_stored_and_makes_the_subject_partial(tmp_path):
+    path = tmp_path / "results.zarr"
+    results_store.init_store(path, ["sub-01"], templates=["pydeface", "CN200"], anat_iqms=["snr"],
+                             func_iqms=["fd"], surface_metrics=["GMV"], hemi=["L", "R"])
+    result = {
+        "errors": {}, "timings": {"deface": 3.0, "qc_anat": 2.0}, "qc_anat": {"snr": 12.0},
+        "qc_anat_route": "wm_eroded",
+        "deface": {"pydeface": {"nmi": 0.2, "error": None},
+                   "CN200": {"nmi": None, "error": "template CN200: implausible transform (scale 3.1)"}},
+    }
+    tasks.store_result(path, tmp_path, "sub-01", result, templates=["pydeface", "CN200"],
+                       surface_metrics=["GMV"])
+    part = results_store.open_group(path, "participants").load()
+    assert str(part["status"].values[0]) == "partial"
+    assert str(part["failed_stages"].values[0]) == "deface:CN200"
+    assert "implausible transform" in str(part["error"].values[0])
+    deface = results_store.open_group(path, "deface").load()
+    assert [str(e) for e in deface["error"].values[0]] == [
+        "", "template CN200: implausible transform (scale 3.1)"]
+    assert np.isnan(deface["nmi"].values[0, 1]) and deface["nmi"].values[0, 0] == 0.2
+    anat = results_store.open_group(path, "qc_anat").load()
+    assert str(anat["harmonization_route"].values[0]) == "wm_eroded"
