@@ -110,6 +110,48 @@ def _render(blocks: list[tuple[str, pd.DataFrame]], fmt: str) -> str:
     return "\n\n".join(parts)
 
 
+def _text_var(ds: xr.Dataset, name: str) -> list[str] | None:
+    return _strings(ds[name].values) if name in ds else None
+
+
+def failures_table(store: Path) -> pd.DataFrame:
+    """One row per subject that is not plainly ``ok``, with every reason on record.
+
+    Columns: ``status``, ``failed_stages``, ``error``, ``exclusion_reason``, ``repairs``,
+    ``fallbacks`` (surface metrics from a fallback method, left out of the group maps by
+    default) and ``statistics`` (dropped from the ANOVA for a missing NMI). A subject appears
+    if its status is not ``ok`` or if any of these columns is non-empty.
+    """
+    from isyb_dask.outcome import is_fallback
+
+    part = open_group(store, "participants").load()
+    subs = _strings(part["subject"].values)
+    cols = {c: (_text_var(part, c) or [""] * len(subs))
+            for c in ("status", "failed_stages", "error", "exclusion_reason", "repairs")}
+    frame = pd.DataFrame(cols, index=pd.Index(subs, name="subject"))
+    frame["fallbacks"] = ""
+    frame["statistics"] = ""
+    groups = list_groups(store)
+    if "surface" in groups:
+        surf = open_group(store, "surface")
+        if "provenance" in surf:
+            prov = surf["provenance"].load()
+            metrics = _strings(prov["metric"].values)
+            for s, row in zip(_strings(prov["subject"].values), prov.values):
+                used = [f"{m} ({p})" for m, p in zip(metrics, map(str, row)) if is_fallback(p)]
+                if used and s in frame.index:
+                    frame.loc[s, "fallbacks"] = "; ".join(used)
+    if "stats" in groups:
+        dropped = open_group(store, "stats").attrs.get("dropped_incomplete", [])
+        if isinstance(dropped, str):
+            dropped = json.loads(dropped) if dropped.startswith("[") else [dropped]
+        for s in dropped:
+            if s in frame.index:
+                frame.loc[s, "statistics"] = "dropped: NMI missing for at least one template"
+    flagged = (frame["status"] != "ok") | (frame.drop(columns="status") != "").any(axis=1)
+    return frame[flagged]
+
+
 def run_query(
     out_dir: str | Path,
     group: str | None = None,
@@ -117,6 +159,7 @@ def run_query(
     templates: Sequence[str] = (),
     metrics: Sequence[str] = (),
     fmt: str = "table",
+    failures: bool = False,
 ) -> str:
     """Print a selection of the results store as a table, CSV or JSON.
 
@@ -135,6 +178,10 @@ def run_query(
         Values of the ``metric`` dim, or variable names (e.g. IQMs) for groups without one.
     fmt
         ``table``, ``csv`` or ``json``.
+    failures
+        Print :func:`failures_table` (every failed, partial, excluded or internally erroring
+        subject, repaired input, fallback value and statistical drop, with its reason)
+        instead of a group; ``subjects`` still selects rows.
 
     Returns
     -------
@@ -152,6 +199,13 @@ def run_query(
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose from {FORMATS}")
     store = _store(out_dir)
+    if failures:
+        frame = failures_table(store)
+        if subjects:
+            frame = frame[frame.index.isin(list(subjects))]
+        if frame.empty and fmt == "table":
+            return "no failures, partial results, exclusions, repairs or fallbacks"
+        return _render([("failures", frame)], fmt)
     if group is None:
         blocks = _overview(store)
         if fmt != "table":

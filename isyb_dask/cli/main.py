@@ -8,6 +8,8 @@ The ``run`` command follows the BIDS-App shape used by MRIQC::
 
 Flags accept dashes or underscores (``--participant_label``). Errors in the command line or
 the dataset (not BIDS, unknown label, output inside input) stop with exit code 2 and one line.
+Exit codes of ``run``: 0 every subject ``ok``; 1 a subject ``failed`` or a group step failed;
+3 no failure but some subjects ``partial``; 4 a task raised an internal error (a bug).
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", nargs="+", default=())
     p.add_argument("--metric", nargs="+", default=())
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--failures", action="store_true",
+                   help="list every failed/partial/excluded subject, repair, fallback value "
+                        "and statistical drop with its reason")
     return parser
 
 
@@ -149,6 +154,9 @@ def _run(args: argparse.Namespace) -> int:
     if summary.failed:
         print(f"[isyb] {len(summary.failed)} subject(s) failed: {', '.join(summary.failed)} "
               f"(see {args.out_dir}/logs/ and the 'participants' group)", flush=True)
+    if summary.partial:
+        print(f"[isyb] {len(summary.partial)} subject(s) with partial results: "
+              f"{', '.join(summary.partial)} (isyb query {args.out_dir} --failures)", flush=True)
     for err in summary.group_errors:
         print(f"[isyb] group step failed: {err}", flush=True)
     return summary.exit_code
@@ -187,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from isyb_dask.query import run_query
 
             print(run_query(args.out_dir, group=args.group, subjects=args.subject,
-                            templates=args.template, metrics=args.metric, fmt=args.format))
+                            templates=args.template, metrics=args.metric, fmt=args.format,
+                            failures=args.failures))
             return 0
     except IsybError as exc:
         print(f"isyb: error: {exc}", file=sys.stderr)

@@ -110,14 +110,27 @@ def derivative_path(
 def provenance(
     sources: Iterable[str | os.PathLike[str]] = (), settings: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Provenance record: software, version, input files with SHA-256, settings."""
+    """Provenance record: software, version, input files with SHA-256, settings.
+
+    A source whose non-finite voxels were repaired on loading
+    (:func:`isyb_dask.io.image_checks.recorded_repair`) carries the record as ``repair``.
+    """
+    from isyb_dask.io.image_checks import recorded_repair
+
+    entries = []
+    for p in sources:
+        if not Path(p).exists():
+            continue
+        entry: dict[str, Any] = {"path": str(p), "sha256": file_sha256(p)}
+        repair = recorded_repair(p)
+        if repair is not None:
+            entry["repair"] = repair
+        entries.append(entry)
     return {
         "software": PIPELINE_NAME,
         "version": __version__,
         "python": platform.python_version(),
-        "sources": [
-            {"path": str(p), "sha256": file_sha256(p)} for p in sources if Path(p).exists()
-        ],
+        "sources": entries,
         "settings": dict(settings or {}),
     }
 

@@ -18,6 +18,13 @@ import nibabel as nb
 import numpy as np
 
 from isyb_dask.errors import InputError
+from isyb_dask.io.image_checks import (
+    check_data_type,
+    check_geometry,
+    display_name,
+    recorded_repair,
+    repair_nonfinite,
+)
 
 __all__ = [
     "load_image",
@@ -26,11 +33,12 @@ __all__ = [
     "file_sha256",
     "voxel_sizes",
     "check_head_in_view",
+    "recorded_repair",
 ]
 
 
 def _short(path: Path) -> str:
-    return f"{path.parent.name}/{path.name}"
+    return display_name(path)
 
 
 def load_image(
@@ -42,27 +50,35 @@ def load_image(
 ) -> nb.Nifti1Image:
     """Load a NIfTI image and check that it is usable.
 
+    The checks and their thresholds are those of :mod:`isyb_dask.io.image_checks`
+    (data type, raw voxel sizes, qform/sform presence and agreement, non-finite voxels).
+
     Parameters
     ----------
     path
         File to read (``.nii`` or ``.nii.gz``).
     ndim
         Accepted number(s) of dimensions after squeezing trailing singleton axes
-        (for example ``3`` for a T1w, ``4`` for a BOLD series).
+        (for example ``3`` for a T1w, ``4`` for a BOLD series); a 4-D file with one volume
+        counts as 3-D.
     min_volumes
         For 4-D images, the smallest acceptable number of volumes.
     check_values
-        Read the whole array and reject images that are all non-finite or constant.
+        Read the whole array; reject images that are constant or have more than
+        :data:`~isyb_dask.io.image_checks.REPAIR_MAX_FRACTION` non-finite voxels, and repair
+        (in memory, recorded) the non-finite voxels of the others.
 
     Returns
     -------
     nibabel.Nifti1Image
         The image with its data already read (cached), so that later access is cheap.
+        ``img.extra["isyb_source"]`` is the file's display name and
+        ``img.extra["isyb_repair"]`` the repair record (or None).
 
     Raises
     ------
     InputError
-        With a message such as ``"sub-01_T1w.nii.gz: truncated file (...)"``.
+        With a message such as ``"sub-01/anat/sub-01_T1w.nii.gz: truncated file (...)"``.
     """
     path = Path(path)
     name = _short(path)
@@ -76,6 +92,7 @@ def load_image(
         raise InputError(f"{name}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from None
     if not isinstance(img, (nb.Nifti1Image, nb.Nifti2Image)):
         raise InputError(f"{name}: expected a NIfTI image, got {type(img).__name__}")
+    check_data_type(name, img)
     shape = img.shape
     squeezed = list(shape)
     while len(squeezed) > 3 and squeezed[-1] == 1:
@@ -87,16 +104,16 @@ def load_image(
                 f"{name}: wrong dimensionality {tuple(shape)} "
                 f"(expected {' or '.join(f'{d}-D' for d in allowed)})"
             )
-    if any(s < 2 for s in squeezed[:3]):
+    if len(squeezed) < 3 or any(s < 2 for s in squeezed[:3]):
         raise InputError(f"{name}: degenerate spatial shape {tuple(shape)}")
     if min_volumes is not None and len(squeezed) == 4 and squeezed[3] < min_volumes:
         raise InputError(f"{name}: only {squeezed[3]} volumes (need at least {min_volumes})")
+    try:
+        check_geometry(name, path, img)
+    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(f"{name}: unreadable header ({exc})") from None
     affine = img.affine
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise InputError(f"{name}: implausible geometry (singular or non-finite affine)")
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
-    if np.any(zooms <= 0) or np.any(zooms > 20):
-        raise InputError(f"{name}: implausible voxel size {tuple(np.round(zooms, 3))} mm")
+    repair = None
     if check_values:
         try:
             data = np.asanyarray(img.dataobj)
@@ -104,13 +121,24 @@ def load_image(
             raise InputError(f"{name}: truncated or corrupt image data ({exc})") from None
         if len(squeezed) != len(shape):
             data = data.reshape(squeezed)
+        if data.dtype.kind == "f":
+            fixed = repair_nonfinite(name, path, data)
+            if fixed is not data:
+                repair = recorded_repair(path)
+                data = fixed
         finite = np.isfinite(data)
         if not finite.any():
             raise InputError(f"{name}: no finite values in the image")
-        vals = data[finite]
+        vals = data[finite] if not finite.all() else data
         if vals.min() == vals.max():
             raise InputError(f"{name}: constant image (every voxel is {vals.min()!r})")
-        img = nb.Nifti1Image(data, affine, img.header)
+        header = img.header.copy()
+        if repair is not None:
+            header.set_data_dtype(np.float32)
+            header.set_slope_inter(np.nan, np.nan)
+        img = nb.Nifti1Image(data, affine, header)
+    img.extra["isyb_source"] = name
+    img.extra["isyb_repair"] = repair
     return img
 
 
@@ -176,7 +204,9 @@ def save_like(
     return path
 
 
-def check_head_in_view(img: nb.Nifti1Image, *, min_volume_ml: float = 500.0) -> None:
+def check_head_in_view(
+    img: nb.Nifti1Image, *, min_volume_ml: float = 500.0, name: str | None = None
+) -> None:
     """Raise :class:`InputError` if an anatomical image shows no head.
 
     The foreground is the largest connected component above a background threshold, after
@@ -190,9 +220,13 @@ def check_head_in_view(img: nb.Nifti1Image, *, min_volume_ml: float = 500.0) -> 
     zooms = voxel_sizes(img)
     step = np.maximum(1, np.round(4.0 / zooms)).astype(int)
     small = data[:: step[0], :: step[1], :: step[2]]
-    name = getattr(img, "get_filename", lambda: None)() or "image"
+    if name is None:
+        name = getattr(img, "extra", {}).get("isyb_source")
+    if name is None:
+        fname = getattr(img, "get_filename", lambda: None)()
+        name = display_name(fname) if fname else "image"
     if np.count_nonzero(small) < 10:
-        raise InputError(f"{Path(name).name}: no head in the field of view (image is empty)")
+        raise InputError(f"{name}: no head in the field of view (image is empty)")
     # Background level from the border of the field of view (air in any head scan):
     # median + 5 robust SDs; and at least a tenth of the 99th percentile (bright tissue).
     border = np.ones(small.shape, bool)
@@ -208,7 +242,7 @@ def check_head_in_view(img: nb.Nifti1Image, *, min_volume_ml: float = 500.0) -> 
     volume_ml = largest * float(np.prod(zooms * step)) / 1000.0
     if volume_ml < min_volume_ml:
         raise InputError(
-            f"{Path(name).name}: no head in the field of view (largest foreground object "
+            f"{name}: no head in the field of view (largest foreground object "
             f"{volume_ml:.0f} ml, a head is over {min_volume_ml:.0f} ml)"
         )
 

@@ -5,12 +5,15 @@ Layout (``OUT_DIR/results.zarr``; open a group with ``xr.open_zarr(path, group=N
 =============== ============================== =============================================
 group           dims                           variables
 =============== ============================== =============================================
-participants    subject                        status, error, exclusion_*, database,
+participants    subject                        status (ok/partial/failed/excluded), error,
+                                               failed_stages, repairs, exclusion_*, database,
                                                demographics from participants.tsv
-deface          subject, template              nmi, face_voxels_changed, ...
-qc_anat         subject                        one variable per T1w IQM
+deface          subject, template              nmi, face_voxels_changed, ..., error (text)
+qc_anat         subject                        one variable per T1w IQM, harmonization_route
 qc_func         subject                        one variable per BOLD IQM
-surface         subject, metric, vertex        value (float32), missing (reason per metric)
+surface         subject, metric, vertex        value (float32), missing (reason per metric),
+                                               provenance (per metric; "fallback: ..." marks
+                                               values the group step leaves out)
 group           metric, vertex                 mean, sd, n, mask (written by the group step)
 stats           (various)                      ANOVA and post-hoc tables, vertex-wise maps
 =============== ============================== =============================================
@@ -74,6 +77,8 @@ DEFACE_VARIABLES = (
 PARTICIPANT_STATUS_VARIABLES = (
     "status",
     "error",
+    "failed_stages",
+    "repairs",
     "exclusion_reason",
     "exclusion_rule",
     "exclusion_metric",
@@ -187,13 +192,24 @@ def init_store(
 
         deface = _scalar_block(subj, DEFACE_VARIABLES, ("template", len(templates)))
         deface = deface.assign_coords(template=_obj(templates))
+        deface["error"] = xr.Variable(
+            ("subject", "template"), np.full((n, len(templates)), "", dtype=object),
+            attrs={"long_name": "why the template failed for the subject (empty: it did not)"})
         deface.attrs.update(common)
-        deface.to_zarr(path, group="deface", mode="w", zarr_format=3, consolidated=False, compute=False)
+        deface.to_zarr(path, group="deface", mode="w", zarr_format=3, consolidated=False, compute=False,
+                       encoding={"error": {"chunks": (1, max(len(templates), 1))}})
 
         for group, names in (("qc_anat", anat_iqms), ("qc_func", func_iqms)):
             ds = _scalar_block(subj, names)
             ds.attrs.update(common)
-            ds.to_zarr(path, group=group, mode="w", zarr_format=3, consolidated=False, compute=False)
+            enc = {}
+            if group == "qc_anat":
+                ds["harmonization_route"] = xr.Variable(
+                    ("subject",), np.full(n, "", dtype=object),
+                    attrs={"long_name": "reference region of the intensity harmonization"})
+                enc = {"harmonization_route": {"chunks": (1,)}}
+            ds.to_zarr(path, group=group, mode="w", zarr_format=3, consolidated=False, compute=False,
+                       encoding=enc)
 
         n_metrics, n_vertex = len(surface_metrics), len(hemi)
         value = da.full((n, n_metrics, n_vertex), np.nan, dtype=np.float32, chunks=(1, n_metrics, n_vertex))
@@ -205,6 +221,9 @@ def init_store(
                     attrs={"long_name": "per-subject vertex-wise metric on fsLR 32k"},
                 ),
                 "missing": xr.Variable(
+                    ("subject", "metric"), np.full((n, n_metrics), "", dtype=object)
+                ),
+                "provenance": xr.Variable(
                     ("subject", "metric"), np.full((n, n_metrics), "", dtype=object)
                 ),
             },
@@ -223,7 +242,8 @@ def init_store(
             zarr_format=3,
             consolidated=False,
             compute=False,
-            encoding={"value": {"fill_value": np.nan}, "missing": {"chunks": (1, n_metrics)}},
+            encoding={"value": {"fill_value": np.nan}, "missing": {"chunks": (1, n_metrics)},
+                      "provenance": {"chunks": (1, n_metrics)}},
         )
     return path
 

@@ -5,8 +5,9 @@ Variant (VBM-style modulation with an affine normalisation):
 1. GM probability of the T1w: the three-class segmentation of the anatomical QC
    (:func:`isyb_dask.qc.segmentation.segment_tissues`, Gaussian mixture with atlas priors,
    after N4 correction). If it cannot be computed the warped atlas GM prior is used instead
-   and the fallback is recorded (then GMV only reflects head size, not the subject's
-   anatomy).
+   and the fallback is recorded: ``info["source"]`` starts with ``"fallback:"``, and the
+   metrics stage puts it in the store (``surface/provenance``), where the group step leaves
+   it out by default (then GMV only reflects head size, not the subject's anatomy).
 2. Modulation: ``GMV density = p_GM / det(A)``, where ``A`` is the T1w -> MNI world affine.
    ``1 / det(A)`` is the native volume (mm^3) that one mm^3 of MNI space came from, so the
    density is *mm^3 of the subject's grey matter per mm^3 of MNI space* (a 1-mm voxel
@@ -26,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from isyb_dask.errors import IsybError
 from isyb_dask.metrics.sampling import GM_DEPTHS, sample_to_surface
 from isyb_dask.metrics.spaces import jacobian_determinant
+from isyb_dask.outcome import FALLBACK_PREFIX
 
 __all__ = ["gm_probability", "gmv_surface", "modulated_gm"]
 
@@ -61,22 +64,23 @@ def gm_probability(
     Returns
     -------
     gm, info
-        float32 GM probability (0 outside the brain) and ``{"source": ...}``.
+        float32 GM probability (0 outside the brain) and ``{"source": ..., "fallback": bool}``.
     """
-    try:
-        from isyb_dask.qc.anat_masks import n4_correct
-        from isyb_dask.qc.segmentation import segment_tissues
+    from isyb_dask.qc.anat_masks import n4_correct
+    from isyb_dask.qc.segmentation import segment_tissues
 
+    try:
         positive = np.clip(np.nan_to_num(np.asarray(t1w, dtype=np.float32)), 0, None)
         inu, _ = n4_correct(positive, zooms, threads=threads)
         inu[inu < 0] = 0
         post, seg = segment_tissues(inu, brain, priors, prior_weight=prior_weight)
-        info = {"source": "segmentation (GMM with atlas priors)"}
+        info = {"source": "segmentation (GMM with atlas priors)", "fallback": False}
         info.update({k: v for k, v in seg.items() if np.isscalar(v)})
         return np.asarray(post[1], dtype=np.float32), info
-    except (ImportError, ValueError, RuntimeError) as exc:
+    except (IsybError, ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
         gm = np.asarray(priors[1], dtype=np.float32) * brain
-        return gm, {"source": f"atlas GM prior (segmentation unavailable: {exc})"}
+        return gm, {"source": f"{FALLBACK_PREFIX} atlas GM prior (segmentation failed: {exc})",
+                    "fallback": True}
 
 
 def modulated_gm(gm: np.ndarray, t1w_to_mni: np.ndarray) -> np.ndarray:

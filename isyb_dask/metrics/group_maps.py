@@ -24,9 +24,13 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from isyb_dask.io.store import open_group, write_group
+from isyb_dask.outcome import ANALYSED, is_fallback
+
 __all__ = [
     "compute_group_maps",
     "default_streams",
+    "fallback_mask",
     "group_moments",
     "included_subjects",
     "moments_from_sums",
@@ -36,15 +40,12 @@ __all__ = [
 
 
 def _open(store_path: str | os.PathLike[str], name: str) -> xr.Dataset:
-    try:
-        from isyb_dask.io.store import open_group  # the runner's store module
-    except ImportError:
-        return xr.open_zarr(str(store_path), group=name, consolidated=False)
     return open_group(store_path, name)
 
 
 def included_subjects(store_path: str | os.PathLike[str], subjects: np.ndarray) -> np.ndarray:
-    """Boolean mask of ``subjects`` whose participants ``status`` is ``"ok"``.
+    """Boolean mask of ``subjects`` whose participants ``status`` is ``"ok"`` or ``"partial"``
+    (:data:`isyb_dask.outcome.ANALYSED`; the failed parts of a partial subject are NaN).
 
     Parameters
     ----------
@@ -66,7 +67,7 @@ def included_subjects(store_path: str | os.PathLike[str], subjects: np.ndarray) 
     if "status" not in part:
         return np.ones(len(subjects), dtype=bool)
     status = part["status"].load()
-    ok = {str(s) for s, v in zip(status["subject"].values, status.values) if str(v) == "ok"}
+    ok = {str(s) for s, v in zip(status["subject"].values, status.values) if str(v) in ANALYSED}
     return np.array([str(s) in ok for s in subjects], dtype=bool)
 
 
@@ -197,12 +198,23 @@ def _zarr_array(store_path: str, var_path: str):
     return zarr.open_array(store=str(store_path), path=var_path, mode="r")
 
 
-def _first_mean(store_path: str, var_path: str, rows: list[int]) -> np.ndarray:
+def _row(arr, r: int, drop: dict[int, np.ndarray] | None) -> np.ndarray:
+    """One subject's ``(metric, vertex)`` values, with its dropped metrics set to NaN."""
+    x = arr[r]
+    if drop and r in drop:
+        x = np.array(x, copy=True)
+        x[drop[r]] = np.nan
+    return x
+
+
+def _first_mean(
+    store_path: str, var_path: str, rows: list[int], drop: dict[int, np.ndarray] | None = None
+) -> np.ndarray:
     """Shift ``K``: mean of the finite values of a few subjects (0 where none)."""
     arr = _zarr_array(store_path, var_path)
     acc = _Accumulator(tuple(arr.shape[1:]), np.zeros(arr.shape[1:], dtype=np.float32))
     for r in rows:
-        acc.add(arr[r])
+        acc.add(_row(arr, r, drop))
     n, s1, _ = acc.result()
     return np.divide(s1, n, out=np.zeros_like(s1), where=n > 0).astype(np.float32)
 
@@ -213,15 +225,17 @@ def _leaf_sums(
     rows: list[int],
     shift: np.ndarray,
     previous: np.ndarray | None = None,
+    drop: dict[int, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Stream some subjects (one chunk at a time) into shifted sums ``(3, m, v)``.
 
-    ``previous`` (the partial of the same stream's preceding task) is added to the result.
+    ``previous`` (the partial of the same stream's preceding task) is added to the result;
+    ``drop`` maps a row to the metrics (boolean over ``metric``) left out for it.
     """
     arr = _zarr_array(store_path, var_path)
     acc = _Accumulator(tuple(arr.shape[1:]), shift)
     for r in rows:
-        acc.add(arr[r])
+        acc.add(_row(arr, r, drop))
     out = acc.result()
     if previous is not None:
         out += previous
@@ -261,6 +275,7 @@ def store_moments(
     var_path: str = "surface/value",
     subjects_per_task: int = 32,
     n_streams: int | None = None,
+    drop: dict[int, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shifted sums over the subjects ``rows`` of a zarr variable, by a Dask reduction.
 
@@ -284,6 +299,8 @@ def store_moments(
         Subjects per task.
     n_streams
         Parallel chains; default :func:`default_streams`.
+    drop
+        Row -> boolean over the second axis (metrics) of values to leave out (fallbacks).
 
     Returns
     -------
@@ -295,16 +312,38 @@ def store_moments(
     store = str(store_path)
     rows = [int(r) for r in rows]
     n_streams = n_streams or default_streams()
-    shift = dask.delayed(_first_mean, pure=True)(store, var_path, rows[:8])
+    drop = {int(r): np.asarray(m, bool) for r, m in (drop or {}).items() if np.any(m)} or None
+    shift = dask.delayed(_first_mean, pure=True)(store, var_path, rows[:8], drop)
     chains: list = [None] * n_streams
     blocks = [rows[i : i + subjects_per_task] for i in range(0, len(rows), subjects_per_task)]
     for b, block in enumerate(blocks):
         k = b % n_streams
-        chains[k] = dask.delayed(_leaf_sums, pure=True)(store, var_path, block, shift, chains[k])
+        chains[k] = dask.delayed(_leaf_sums, pure=True)(store, var_path, block, shift, chains[k],
+                                                         drop)
     parts = [c for c in chains if c is not None]
     total = dask.delayed(_add_parts, pure=True)(*parts)
     sums, shift_v = dask.compute(total, shift)
     return sums, shift_v
+
+
+def fallback_mask(surface: xr.Dataset) -> np.ndarray:
+    """``(subject, metric)`` bool: values computed by a fallback method (``provenance``
+    starting with ``"fallback:"``, e.g. GMV from the atlas GM prior); all False when the
+    store has no ``provenance``."""
+    shape = (surface.sizes["subject"], surface.sizes["metric"])
+    if "provenance" not in surface:
+        return np.zeros(shape, bool)
+    prov = np.asarray(surface["provenance"].transpose("subject", "metric").values)
+    return np.vectorize(lambda p: is_fallback(str(p)), otypes=[bool])(prov).reshape(shape)
+
+
+def _present(surface: xr.Dataset) -> np.ndarray:
+    """``(subject, metric)`` bool: a value was computed (empty ``missing`` reason)."""
+    shape = (surface.sizes["subject"], surface.sizes["metric"])
+    if "missing" not in surface:
+        return np.ones(shape, bool)
+    miss = np.asarray(surface["missing"].transpose("subject", "metric").values)
+    return np.vectorize(lambda m: str(m) == "", otypes=[bool])(miss).reshape(shape)
 
 
 def compute_group_maps(
@@ -313,6 +352,7 @@ def compute_group_maps(
     *,
     store_path: str | os.PathLike[str] | None = None,
     subjects_per_task: int = 32,
+    drop: np.ndarray | None = None,
 ) -> xr.Dataset:
     """Group mean, SD (ddof 1), count and group masks from a lazy ``surface`` dataset.
 
@@ -328,29 +368,40 @@ def compute_group_maps(
         numpy array) is reduced by :func:`group_moments`.
     subjects_per_task
         Subjects per leaf task.
+    drop
+        ``(subject, metric)`` bool of values to leave out (e.g. :func:`fallback_mask`).
 
     Returns
     -------
     xr.Dataset
         ``mean``, ``sd`` (float32, NaN where ``n < 1`` / ``n < 2``), ``n`` (int32) over
-        ``(metric, vertex)``; ``metric_mask`` (metric, vertex): every included subject has a
-        finite value; ``mask`` (vertex): ``metric_mask`` for every metric that has data in at
-        least one subject (the paper's group surface mask). Attribute ``n_included``.
+        ``(metric, vertex)``; ``metric_mask`` (metric, vertex): every included subject that
+        has the metric (empty ``missing`` reason, value not dropped) has a finite value;
+        ``mask`` (vertex): ``metric_mask`` for every metric that has data in at least one
+        subject (the paper's group surface mask); ``n_dropped`` (metric): values left out by
+        ``drop``. Attribute ``n_included``.
     """
-    value = surface["value"].isel(subject=np.flatnonzero(include))
+    rows = np.flatnonzero(include)
+    value = surface["value"].isel(subject=rows)
     n_inc = int(value.sizes["subject"])
     n_metric, n_vertex = value.sizes["metric"], value.sizes["vertex"]
+    dropped = (np.zeros((surface.sizes["subject"], n_metric), bool) if drop is None
+               else np.asarray(drop, bool))[rows]
+    expected = (_present(surface)[rows] & ~dropped).sum(axis=0)
     if n_inc == 0:
         n = dmean = m2 = shift = np.zeros((n_metric, n_vertex))
     elif store_path is not None:
         sums, shift = store_moments(
-            store_path, np.flatnonzero(include), subjects_per_task=subjects_per_task
+            store_path, rows, subjects_per_task=subjects_per_task,
+            drop={int(r): d for r, d in zip(rows, dropped) if d.any()},
         )
         n, dmean, m2 = moments_from_sums(sums)
     else:
         data = value.data
         if not isinstance(data, da.Array):
             data = da.from_array(np.asarray(data), chunks=(1, -1, -1))
+        if dropped.any():
+            data = da.where(da.from_array(dropped[:, :, None]), np.nan, data)
         sums, shift = dask.compute(*group_moments(data))
         n, dmean, m2 = moments_from_sums(sums)
     mean = np.asarray(shift, dtype=np.float64) + dmean
@@ -358,7 +409,7 @@ def compute_group_maps(
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.where(n >= 1, mean, np.nan)
         sd = np.where(n >= 2, np.sqrt(m2 / (n - 1)), np.nan)
-    metric_mask = (n == n_inc) & (n_inc > 0)
+    metric_mask = (n == expected[:, None]) & (expected[:, None] > 0)
     has_data = n.max(axis=1) > 0
     mask = metric_mask[has_data].all(axis=0) if has_data.any() else np.zeros(n_vertex, bool)
     coords = {"metric": value["metric"].values, "vertex": value["vertex"].values}
@@ -370,6 +421,7 @@ def compute_group_maps(
             "n": (dims, n.astype(np.int32)),
             "metric_mask": (dims, metric_mask),
             "mask": (("vertex",), mask),
+            "n_dropped": (("metric",), dropped.sum(axis=0).astype(np.int32)),
         },
         coords=coords,
         attrs={
@@ -382,11 +434,6 @@ def compute_group_maps(
 
 
 def _write(store_path: str | os.PathLike[str], ds: xr.Dataset) -> None:
-    try:
-        from isyb_dask.io.store import write_group
-    except ImportError:
-        ds.to_zarr(str(store_path), group="group", mode="w", zarr_format=3, consolidated=False)
-        return
     write_group(store_path, "group", ds)
 
 
@@ -395,6 +442,7 @@ def run_group_maps(
     out_dir: str | os.PathLike[str],
     *,
     figures: bool = True,
+    exclude_fallback: bool = True,
 ) -> dict:
     """Compute the group maps from the store, write group ``group`` and Figures 3-4.
 
@@ -406,6 +454,10 @@ def run_group_maps(
         Output directory; figures go to ``out_dir/figures/group_{mean,sd}_maps.png``.
     figures
         Also draw the PNG figures.
+    exclude_fallback
+        Leave out values computed by a fallback method (default True; ``provenance``
+        starting with ``"fallback:"``, e.g. GMV from the atlas GM prior): they describe
+        the atlas, not the subject. Their number per metric is ``group/n_dropped``.
 
     Returns
     -------
@@ -414,7 +466,9 @@ def run_group_maps(
     """
     surface = _open(store_path, "surface")
     include = included_subjects(store_path, surface["subject"].values)
-    ds = compute_group_maps(surface, include, store_path=store_path)
+    drop = fallback_mask(surface) if exclude_fallback else None
+    ds = compute_group_maps(surface, include, store_path=store_path, drop=drop)
+    ds.attrs["exclude_fallback"] = int(bool(exclude_fallback))
     _write(store_path, ds)
     paths: dict[str, Path] = {}
     if figures:
@@ -426,5 +480,6 @@ def run_group_maps(
     return {
         "n_included": int(ds.attrs["n_included"]),
         "n_mask_vertices": int(ds["mask"].sum()),
+        "n_dropped": {str(m): int(v) for m, v in zip(ds["metric"].values, ds["n_dropped"].values)},
         "figures": paths,
     }

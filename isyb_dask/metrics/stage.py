@@ -328,11 +328,16 @@ def _bold(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer
         data.shape, img.affine, native_to_mni=to_mni, mask=mask, depths=cfg.gm_depths, surf=surf
     )
     maps = sampler.apply(np.stack([alff, falff, reho], axis=-1))
+    series = sampler.apply(filtered)
+    vmhc = surface_vmhc(series)
+    sampled = np.isfinite(series).all(axis=1)
+    paired = sampled[:N_VERTICES_HEMI] & sampled[N_VERTICES_HEMI:]
+    n_flat = int((paired & ~np.isfinite(vmhc[:N_VERTICES_HEMI])).sum())
     out = {
         "ALFF": maps[:, 0],
         "fALFF": maps[:, 1],
         "ReHo": maps[:, 2],
-        "VMHC": surface_vmhc(sampler.apply(filtered)),
+        "VMHC": vmhc,
     }
     task = _task(inp.bold)
     src = [inp.bold]
@@ -371,6 +376,7 @@ def _bold(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer
             "bold_fd_mean": ref.fd_mean,
             "bold_to_t1w_metric": checks["metric"],
             "bold_confounds": list(info.get("confound_names", [])),
+            "vmhc_flat_vertices": n_flat,
         },
     }
 
@@ -538,6 +544,8 @@ _MODALITIES = (
     ("dwi", "DWI", ("FA_WM", "MD_WM", "FA_GM", "MD_GM"), _dwi),
     ("asl", "ASL", ("CBF",), _asl),
 )
+#: modality -> (label, its surface metrics), for reasons given outside this stage.
+MODALITY_METRICS = {attr: (label, metrics) for attr, label, metrics, _ in _MODALITIES}
 
 
 def run_metrics(
@@ -576,8 +584,10 @@ def run_metrics(
     Returns
     -------
     dict
-        ``{"values": float32 (13, 64984), "missing": {metric: reason}, "info": {...}}`` in
-        the order of :data:`SURFACE_METRICS`.
+        ``{"values": float32 (13, 64984), "missing": {metric: reason}, "info": {...},
+        "provenance": {metric: how it was computed when that is worth recording}}`` (values
+        in the order of :data:`SURFACE_METRICS`). A provenance starting with ``"fallback:"``
+        (GMV from the atlas GM prior) marks a value the group step leaves out by default.
 
     Raises
     ------
@@ -594,6 +604,7 @@ def run_metrics(
     missing: dict[str, str] = {}
     info: dict[str, Any] = {}
     sources: dict[str, list] = {}
+    provenance: dict[str, str] = {}
 
     skip = tuple(p for p, ref in ((inputs.t1w, anatomy), (inputs.bold, bold_ref))
                  if ref is not None)
@@ -621,6 +632,7 @@ def run_metrics(
             ginfo = {"source": "GM posterior of the subject anatomy's 3-class segmentation "
                      "(the QC's)"}
             info["gm_source"] = ginfo["source"]
+            provenance["GMV"] = ginfo["source"]
             found["GMV"] = gmv_mod.gmv_surface(
                 gm,
                 t1_img.affine,
@@ -673,6 +685,9 @@ def run_metrics(
                 continue
             found.update(res["values"])
             info.update(res["info"])
+            if res["info"].get("vmhc_flat_vertices"):
+                provenance["VMHC"] = (f"{res['info']['vmhc_flat_vertices']} homotopic vertex "
+                                      "pairs with a flat series: NaN (missing), not 0")
             for m in metrics:
                 sources[m] = [getattr(inputs, attr)]
 
@@ -695,4 +710,5 @@ def run_metrics(
                     settings={"depths_gm": cfg.gm_depths, "depths_wm": cfg.wm_depths},
                     session=inputs.session,
                 )
-    return {"values": values, "missing": missing, "info": info}
+    return {"values": values, "missing": missing, "info": info,
+            "provenance": {m: provenance[m] for m in provenance if m not in missing}}

@@ -1,8 +1,9 @@
 """Voxel-/vertex-mirrored homotopic connectivity (METHODS §10).
 
 VMHC is the Pearson correlation between a series and the series at the mirrored location,
-Fisher-transformed: ``z = atanh(clip(r, -(1 - 1e-7), 1 - 1e-7))``; zero-variance series give
-0. No detrending is applied here (CCS ``3dTcorrelate -polort -1``): the input is the
+Fisher-transformed: ``z = atanh(clip(r, -(1 - 1e-7), 1 - 1e-7))``. A zero-variance (flat)
+series has no correlation: its VMHC is NaN (missing), not 0 ("no homotopic connectivity"),
+and the metrics stage records how many vertices that concerns (``surface/provenance``). No detrending is applied here (CCS ``3dTcorrelate -polort -1``): the input is the
 preprocessed series.
 
 * :func:`vmhc_pairs` correlates matched rows, e.g. fsLR 32k left vertex ``i`` with right
@@ -12,7 +13,8 @@ preprocessed series.
   symmetric template such as MNI152 2009 sym): the mirror of world point ``(x, y, z)`` is
   ``(-x, y, z)``. When the mirrored grid coordinate falls between voxels it is linearly
   interpolated along x. Voxels whose mirror is outside the mask (mask AND mirrored mask) and
-  voxels on the mid-sagittal plane (their mirror is themselves, DPABI convention) are 0.
+  voxels on the mid-sagittal plane (their mirror is themselves, DPABI convention) are 0;
+  voxels with a flat series or a flat mirror are NaN.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ _CHUNK = 4096
 
 
 def fisher_z(r: np.ndarray) -> np.ndarray:
-    """Fisher transform with ``r`` clipped to ``±(1 - 1e-7)``; NaN -> 0.
+    """Fisher transform with ``r`` clipped to ``±(1 - 1e-7)``; NaN stays NaN.
 
     Parameters
     ----------
@@ -40,7 +42,7 @@ def fisher_z(r: np.ndarray) -> np.ndarray:
     numpy.ndarray
         ``atanh(clip(r))`` as float64.
     """
-    r = np.nan_to_num(np.asarray(r, dtype=np.float64), nan=0.0)
+    r = np.asarray(r, dtype=np.float64)
     return np.arctanh(np.clip(r, -R_CLIP, R_CLIP))
 
 
@@ -53,12 +55,12 @@ def _pearson_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     sbb = np.einsum("...t,...t->...", b, b)
     sab = np.einsum("...t,...t->...", a, b)
     den = np.sqrt(saa * sbb)
-    return np.where(den > 0, sab / np.where(den > 0, den, 1.0), 0.0)
+    return np.where(den > 0, sab / np.where(den > 0, den, 1.0), np.nan)
 
 
 def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise Pearson r of two ``(V, T)`` arrays, in cache-sized chunks; 0 if flat."""
-    r = np.zeros(a.shape[0])
+    """Row-wise Pearson r of two ``(V, T)`` arrays, in cache-sized chunks; NaN if flat."""
+    r = np.full(a.shape[0], np.nan)
     for start in range(0, a.shape[0], _CHUNK):
         sl = slice(start, start + _CHUNK)
         r[sl] = _pearson_block(a[sl], b[sl])
@@ -76,7 +78,7 @@ def vmhc_pairs(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        float32 ``(V,)`` Fisher z; 0 where either series has zero variance.
+        float32 ``(V,)`` Fisher z; NaN where either series has zero variance.
 
     Raises
     ------

@@ -2,7 +2,7 @@
 
 Dask's progress bars write carriage returns into SLURM logs and do nothing under the
 distributed scheduler (ECOSYSTEM §1.3), so progress is reported as plain, periodic lines:
-``[isyb 00:01:12] 7/20 subjects done (1 failed), ~00:02:10 left``.
+``[isyb 00:01:12] 7/20 subjects done (1 failed, 2 partial), ~00:02:10 left``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Progress:
     interval: float = 0.0
     done: int = 0
     failed: int = 0
+    partial: int = 0
     _start: float = field(default_factory=time.monotonic)
     _last: float = 0.0
 
@@ -59,7 +60,9 @@ class Progress:
     def update(self, subject: str, status: str, error: str = "") -> None:
         """Record one finished subject and print the progress line."""
         self.done += 1
-        if status != "ok":
+        if status == "partial":
+            self.partial += 1
+        elif status != "ok":
             self.failed += 1
         now = time.monotonic()
         finished = self.done + self.skipped
@@ -68,12 +71,15 @@ class Progress:
         if self.done and finished < self.total:
             rate = elapsed / self.done
             left = f", ~{_hms(rate * (self.total - finished))} left"
-        if status != "ok":
-            self.message(f"{subject} FAILED: {error}")
+        if status == "partial":
+            self.message(f"{subject} PARTIAL: {error}")
+        elif status != "ok":
+            self.message(f"{subject} {'INTERNAL ERROR' if status == 'error' else 'FAILED'}: {error}")
         if now - self._last >= self.interval or finished == self.total or status != "ok":
             self._last = now
             self.message(
                 f"{finished}/{self.total} subjects done ({self.failed} failed"
+                + (f", {self.partial} partial" if self.partial else "")
                 + (f", {self.skipped} already complete" if self.skipped else "")
                 + f"){left}"
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,11 @@ TASK_RETRIES = 2
 
 @dataclass
 class RunSummary:
-    """Outcome of a run; ``exit_code`` is 0 only if every subject and group step succeeded."""
+    """Outcome of a run; ``exit_code`` is 0 only if every subject and group step succeeded.
+
+    ``failed`` holds failed subjects and those whose task raised an internal error (also in
+    ``internal_errors``); ``partial`` the subjects with partial results.
+    """
 
     total: int = 0
     processed: int = 0
@@ -59,10 +64,18 @@ class RunSummary:
     failed: list[str] = field(default_factory=list)
     group_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    partial: list[str] = field(default_factory=list)
+    internal_errors: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        return 1 if (self.failed or self.group_errors) else 0
+        """0 all ok; 1 a subject failed or a group step failed; 3 only partial results;
+        4 a task raised an internal error (a bug; takes precedence)."""
+        if self.internal_errors:
+            return 4
+        if self.failed or self.group_errors:
+            return 1
+        return 3 if self.partial else 0
 
 
 def _bidsignore(out_dir: Path) -> None:
@@ -195,6 +208,8 @@ def run_participant_level(
             res = load_result(out_dir, inp.subject)
             if res and res.get("status") == "failed":
                 summary.failed.append(inp.subject)
+            elif res and res.get("status") == "partial":
+                summary.partial.append(inp.subject)
 
     if todo:
         spec = cluster if cluster is not None else ClusterSpec()
@@ -220,19 +235,31 @@ def run_participant_level(
                 try:
                     res = fut.result()
                     status, error = res["status"], res["error"]
-                except Exception as exc:  # the worker died repeatedly (KilledWorker) or similar
-                    status = "failed"
-                    error = f"task: {type(exc).__name__}: {exc}"
+                except Exception as exc:
+                    if type(exc).__name__ == "KilledWorker":  # the worker died repeatedly
+                        status = "failed"
+                        error = f"task: {type(exc).__name__}: {exc}"
+                    else:  # a programming error re-raised by the task: loud, never a result
+                        status = "error"
+                        error = (f"internal error (a bug; traceback in logs/{subject}.log): "
+                                 f"{type(exc).__name__}: {exc}")
+                        summary.internal_errors.append(subject)
+                        prog.message(f"{subject}: INTERNAL ERROR\n"
+                                     + "".join(traceback.format_exception(exc)))
                     results_store.write_subject(store_path, "participants", subject,
-                                                {"status": "failed", "error": error})
+                                                {"status": status, "error": error,
+                                                 "failed_stages": "task"})
                 summary.processed += 1
-                if status != "ok":
+                if status == "partial":
+                    summary.partial.append(subject)
+                elif status != "ok":
                     summary.failed.append(subject)
                 prog.update(subject, status, error)
     results_store.consolidate(store_path)
     summary.seconds = time.monotonic() - t0
+    n_ok = summary.total - len(summary.failed) - len(summary.partial)
     prog.message(
-        f"participant level finished: {summary.total - len(summary.failed)} ok, "
+        f"participant level finished: {n_ok} ok, {len(summary.partial)} partial, "
         f"{len(summary.failed)} failed, {summary.skipped} resumed; store {store_path}"
     )
     return summary

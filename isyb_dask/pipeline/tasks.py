@@ -11,8 +11,12 @@ small metadata), the run configuration and output locations, never image arrays.
    hash is what makes a re-run skip the subject;
 3. writes its own region of every per-subject group of ``results.zarr``.
 
-Expected problems (:class:`~isyb_dask.errors.IsybError`) become one-line messages;
-anything else becomes ``"<stage>: <Type>: <message>"`` with the traceback in the subject's log.
+Expected problems (:class:`~isyb_dask.errors.IsybError`) become one-line messages and the
+numerical errors bad data can cause (:data:`isyb_dask.outcome.DATA_ERRORS`) become
+``"<stage>: <Type>: <message>"``, with the traceback in the subject's log; the subject ends
+``ok``, ``partial`` or ``failed`` (:func:`isyb_dask.outcome.subject_outcome`). Any other
+exception (``TypeError``, ``AttributeError``... a bug) is logged and re-raised: the task
+fails and Dask reports it, nothing is recorded as a result.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from isyb_dask.io import store as results_store
 from isyb_dask.io.bids import SubjectInputs, missing_metadata
 from isyb_dask.io.derivatives import write_json
 from isyb_dask.io.nifti import file_sha256
+from isyb_dask.io.validate import repair_provenance, validate_subject
+from isyb_dask.outcome import DATA_ERRORS, subject_outcome
 
 __all__ = ["SubjectJob", "process_subject", "result_path", "load_result", "is_complete", "store_result"]
 
@@ -167,8 +173,17 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
     inp = job.inputs
     result: dict[str, Any] = {"errors": {}, "timings": {}, "notes": []}
     problems = missing_metadata(inp)
-    if inp.t1w is None:
-        result["errors"]["inputs"] = "; ".join(p for p in problems if "T1w" in p)
+    # Every input a configured stage reads is validated once, up front (isyb_dask.io.validate):
+    # a T1w fault fails the subject; a fault of another modality skips that modality only.
+    report = validate_subject(inp, cfg.stages, dummy_volumes=cfg.metrics.dummy_volumes)
+    t1w_ok = report.t1w_error is None and inp.t1w is not None
+    if report.t1w_error is not None:
+        result["errors"]["inputs"] = report.t1w_error
+    for modality, msg in report.modality_errors.items():
+        result["errors"][f"inputs:{modality}"] = msg
+    if report.repairs:
+        result["repairs"] = dict(report.repairs)
+    usable = dataclasses.replace(inp, **{m: None for m in report.modality_errors})
     for problem in problems:
         result["notes"].append(problem)
         logger.warning(problem)
@@ -179,9 +194,12 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
         logger.info("start %s", name)
         try:
             out = fn(*args, **kwargs)
-        except Exception as exc:  # recorded per step; other stages go on
+        except DATA_ERRORS as exc:  # bad data: recorded per step; other stages go on
             logger.error("%s failed: %s\n%s", name, exc, traceback.format_exc())
             out = exc
+        except Exception:  # a programming error: logged, then fails the task loudly
+            logger.error("%s raised an internal error\n%s", name, traceback.format_exc())
+            raise
         result["timings"][name] = round(time.perf_counter() - t0, 3)
         logger.info("end %s (%.1f s)", name, result["timings"][name])
         return out
@@ -197,7 +215,6 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
 
     # The subject's references, computed once and handed to every stage (issue 11).
     anatomy = None
-    t1w_ok = inp.t1w is not None
     if t1w_ok and {"deface", "qc_anat", "metrics"} & set(cfg.stages):
         out = timed("anatomy", _anatomy, inp, cfg, job, threads)
         from isyb_dask.anat.reference import AnatomyError
@@ -210,7 +227,7 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
         else:
             anatomy = out
     bold_ref: Any = None
-    if inp.bold is not None and {"qc_func", "metrics"} & set(cfg.stages):
+    if usable.bold is not None and {"qc_func", "metrics"} & set(cfg.stages):
         from isyb_dask.bold.reference import build_bold_reference
 
         bold_ref = timed("bold_reference", build_bold_reference, inp.bold, inp.bold_meta, cfg.qc,
@@ -228,11 +245,13 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
     if "qc_anat" in cfg.stages and t1w_ok and anatomy is not None:
         from isyb_dask.qc.anat_stage import run_qc_anat
 
+        anat_info: dict[str, Any] = {}
         out = stage("qc_anat", run_qc_anat, inp.t1w, inp.subject, cfg.qc, job.out_dir, job.atlas,
-                    exclude_masks=face_masks, anatomy=anatomy)
+                    exclude_masks=face_masks, anatomy=anatomy, info_out=anat_info)
         if out is not None:
             result["qc_anat"] = out
-    if "qc_func" in cfg.stages and inp.bold is not None:
+            result["qc_anat_route"] = anat_info.get("harmonization_route", "")
+    if "qc_func" in cfg.stages and usable.bold is not None:
         if isinstance(bold_ref, Exception):
             result["errors"]["qc_func"] = _message("qc_func", bold_ref)
         else:
@@ -245,9 +264,10 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
     if "metrics" in cfg.stages and t1w_ok and anatomy is not None:
         from isyb_dask.metrics.stage import run_metrics
 
-        out = stage("metrics", run_metrics, inp, cfg.metrics, job.out_dir, job.atlas,
+        out = stage("metrics", run_metrics, usable, cfg.metrics, job.out_dir, job.atlas,
                     anatomy=anatomy, bold_ref=bold_ref)
         if out is not None:
+            _explain_skipped(out, report.modality_errors)
             values = np.asarray(out["values"], dtype=np.float32)
             path = surface_values_path(job.out_dir, inp.subject)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,31 +283,51 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
             })
             result["surface_missing"] = dict(out.get("missing", {}))
             result["metrics_info"] = dict(out.get("info", {}))
+            prov = dict(out.get("provenance", {}))
+            for metric, text in repair_provenance(inp, report.repairs).items():
+                if metric not in result["surface_missing"]:
+                    prov[metric] = "; ".join(filter(None, [prov.get(metric), text]))
+            result["surface_provenance"] = prov
             result["stores"] = {"value": path.name}
     return result
+
+
+def _explain_skipped(out: dict[str, Any], modality_errors: dict[str, str]) -> None:
+    """Missing reason of the metrics of a modality that validation refused."""
+    from isyb_dask.metrics.stage import MODALITY_METRICS
+
+    for modality, msg in modality_errors.items():
+        label, metrics = MODALITY_METRICS[modality]
+        for metric in metrics:
+            out.setdefault("missing", {})[metric] = f"{label} unusable: {msg}"
 
 
 def store_result(store_path: Path, out_dir: Path, subject: str, result: dict[str, Any], *,
                  templates: Sequence[str], surface_metrics: Sequence[str]) -> None:
     """Write one subject's artefact into its regions of the store."""
-    errors = result.get("errors", {})
-    status = "failed" if errors else "ok"
+    outcome = subject_outcome(result)
+    repairs = result.get("repairs") or {}
     results_store.write_subject(
         store_path,
         "participants",
         subject,
-        {"status": status, "error": "; ".join(errors.values())},
+        {"status": outcome.status, "error": outcome.error,
+         "failed_stages": ";".join(outcome.failed_stages), "repairs": "; ".join(repairs.values())},
     )
     deface = result.get("deface") or {}
     if deface:
-        values: dict[str, list[float]] = {}
+        values: dict[str, list[Any]] = {}
         for var in results_store.DEFACE_VARIABLES:
             row = []
             for name in templates:
                 val = (deface.get(name) or {}).get(var)
                 row.append(np.nan if val is None else float(val))
             values[var] = row
+        values["error"] = [str((deface.get(name) or {}).get("error") or "") for name in templates]
         results_store.write_subject(store_path, "deface", subject, values)
+    if result.get("qc_anat_route"):
+        results_store.write_subject(store_path, "qc_anat", subject,
+                                    {"harmonization_route": result["qc_anat_route"]})
     for group in ("qc_anat", "qc_func"):
         vals = result.get(group) or {}
         clean = {k: (np.nan if v is None else float(v)) for k, v in vals.items() if isinstance(v, (int, float, type(None), np.generic))}
@@ -296,11 +336,13 @@ def store_result(store_path: Path, out_dir: Path, subject: str, result: dict[str
     if "stores" in result:
         values_arr = np.load(surface_values_path(out_dir, subject))
         missing = result.get("surface_missing", {})
+        prov = result.get("surface_provenance", {})
         results_store.write_subject(
             store_path,
             "surface",
             subject,
-            {"value": values_arr, "missing": [missing.get(m, "") for m in surface_metrics]},
+            {"value": values_arr, "missing": [missing.get(m, "") for m in surface_metrics],
+             "provenance": [prov.get(m, "") for m in surface_metrics]},
         )
 
 
@@ -333,7 +375,9 @@ def process_subject(job: SubjectJob) -> dict[str, Any]:
             inputs=checksums,
             seconds=round(time.perf_counter() - t0, 3),
         )
-        result["status"] = "failed" if result["errors"] else "ok"
+        outcome = subject_outcome(result)
+        result["status"] = outcome.status
+        result["failed_stages"] = list(outcome.failed_stages)
         payload = _jsonable(result)
         # Store region first, completion marker last: a kill in between leaves the subject
         # incomplete, so a re-run computes it again instead of skipping a missing region.
@@ -350,7 +394,7 @@ def process_subject(job: SubjectJob) -> dict[str, Any]:
         return {
             "subject": inp.subject,
             "status": result["status"],
-            "error": "; ".join(result["errors"].values()),
+            "error": outcome.error,
             "seconds": result["seconds"],
         }
     finally:

@@ -50,6 +50,8 @@ __all__ = [
     "head_mask",
     "n4_correct",
     "wm_harmonize_factor",
+    "wm_harmonize_route",
+    "HARMONIZE_ROUTES",
 ]
 
 #: Glabella and inion in MNI152NLin2009cAsym world mm (MRIQC ``ArtifactMask`` defaults).
@@ -402,7 +404,27 @@ def wm_harmonize_factor(
     brain: np.ndarray | None = None,
     min_voxels: int = 30,
 ) -> float:
-    """MRIQC ``Harmonize`` factor 1000 / median(data in WM), WM = P(WM) >= thresh, eroded.
+    """MRIQC ``Harmonize`` factor 1000 / median(data in WM); see :func:`wm_harmonize_route`."""
+    return wm_harmonize_route(
+        data, wm_prob, thresh=thresh, erode=erode, brain=brain, min_voxels=min_voxels
+    )[0]
+
+
+#: Reference regions of the harmonization, in the order they are tried.
+HARMONIZE_ROUTES = ("wm_eroded", "wm", "fallback: brain_p75_p95")
+
+
+def wm_harmonize_route(
+    data: np.ndarray,
+    wm_prob: np.ndarray,
+    *,
+    thresh: float = 0.9,
+    erode: bool = True,
+    brain: np.ndarray | None = None,
+    min_voxels: int = 30,
+) -> tuple[float, str]:
+    """MRIQC ``Harmonize`` factor 1000 / median(data in WM), WM = P(WM) >= thresh, eroded,
+    and which reference region gave it.
 
     When fewer than ``min_voxels`` WM voxels remain (coarse voxels: partial volume keeps
     P(WM) below 0.9), the un-eroded mask is used, and then, as some MRIQC versions do, the
@@ -425,8 +447,10 @@ def wm_harmonize_factor(
 
     Returns
     -------
-    float
-        The scaling factor.
+    factor, route
+        The scaling factor and one of :data:`HARMONIZE_ROUTES` (``"wm_eroded"``, ``"wm"``
+        or ``"fallback: brain_p75_p95"``), recorded in the store (``qc_anat``
+        ``harmonization_route``).
 
     Raises
     ------
@@ -435,17 +459,19 @@ def wm_harmonize_factor(
     """
     values = np.asarray(data)
     wm = np.asarray(wm_prob) >= thresh
+    route = "wm"
     if erode:
         eroded = ndi.binary_erosion(wm, ndi.generate_binary_structure(3, 2))
         if eroded.sum() >= min_voxels:
-            wm = eroded
+            wm, route = eroded, "wm_eroded"
     if wm.sum() < min_voxels and brain is not None and np.asarray(brain).any():
         inside = values[np.asarray(brain, bool)]
         lo, hi = np.percentile(inside, [75, 95])
         wm = np.asarray(brain, bool) & (values >= lo) & (values <= hi)
+        route = HARMONIZE_ROUTES[2]
     if wm.sum() < min_voxels:
         raise ValueError("harmonization: empty white-matter mask")
     med = float(np.median(values[wm]))
     if med <= 0:
         raise ValueError("harmonization: non-positive WM median")
-    return 1000.0 / med
+    return 1000.0 / med, route

@@ -7,8 +7,9 @@ and priors), N4, the three-class EM segmentation, the head and rotation masks. T
 adds, on the canonical grid of the *original* (not defaced) T1w:
 
 1. hat, artifact and air masks (defaced regions excluded from the air mask);
-2. WM harmonization (WM median -> 1000) and the IQMs
-   (:func:`isyb_dask.qc.anat_iqms.anat_iqms`).
+2. WM harmonization (WM median -> 1000; the reference region used, eroded WM, WM or the
+   75-95th percentile brain-voxel fallback, is recorded as ``harmonization_route``) and the
+   IQMs (:func:`isyb_dask.qc.anat_iqms.anat_iqms`).
 
 It writes the masks only it uses (``desc-rotation_mask``, ``desc-air_mask``,
 ``desc-artifacts_mask``) and the IQM JSON ``sub-X_desc-iqms_T1w.json``; the anatomy writes
@@ -117,7 +118,7 @@ def compute_anat_qc(
     timings["masks"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    factor = am.wm_harmonize_factor(inu, post["wm"], brain=brain)
+    factor, route = am.wm_harmonize_route(inu, post["wm"], brain=brain)
     data = harmonize(inu, factor)
     iqms = anat_iqms(
         data,
@@ -138,6 +139,7 @@ def compute_anat_qc(
         "registration_plausible": anatomy.info.get("registration_plausible"),
         "registration_checks": anatomy.info.get("registration_checks"),
         "harmonization_factor": factor,
+        "harmonization_route": route,
         "segmentation": anatomy.info.get("segmentation"),
         "landmarks": landmarks,
         "seconds": timings,
@@ -170,6 +172,7 @@ def run_qc_anat(
     exclude_masks: Iterable[PathLike | nb.spatialimages.SpatialImage] = (),
     *,
     anatomy: SubjectAnatomy | None = None,
+    info_out: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Anatomical QC of one subject: write the QC masks and IQM JSON; return the IQMs.
 
@@ -192,6 +195,9 @@ def run_qc_anat(
         The subject's anatomical reference (the runner builds and writes it once). When
         None it is built here from ``cfg`` and its derivatives (brain/head masks, tissue
         posteriors, bias field) are written too, so the outputs are complete either way.
+    info_out
+        If given, filled with ``harmonization_route`` (``wm_eroded``, ``wm`` or
+        ``fallback: brain_p75_p95``) and ``harmonization_factor``.
 
     Returns
     -------
@@ -230,6 +236,9 @@ def run_qc_anat(
     except ValueError as exc:
         raise InputError(f"{t1w.name}: anatomical QC failed ({exc})") from None
 
+    if info_out is not None:
+        info_out["harmonization_route"] = info["harmonization_route"]
+        info_out["harmonization_factor"] = float(info["harmonization_factor"])
     sources = [t1w] + [
         Path(m) for m in exclude_masks if not isinstance(m, nb.spatialimages.SpatialImage)
     ]

@@ -3,9 +3,10 @@
 ``run_qc_group(store_path, out_dir, cfg)`` (docs/dev-contracts.md):
 
 1. reads ``participants``, ``qc_anat`` and ``qc_func`` from ``results.zarr``;
-2. the analysed sample is every subject whose ``status`` is ``ok`` (or ``excluded`` by an
-   earlier group run, so that re-running with other settings is idempotent); failed and
-   pending subjects are left out;
+2. the analysed sample is every subject whose ``status`` is ``ok`` or ``partial`` (or
+   ``excluded`` by an earlier group run, so that re-running with other settings is
+   idempotent; a subject no longer excluded gets back ``partial`` if its ``failed_stages``
+   is non-empty, else ``ok``); failed and pending subjects are left out;
 3. applies :mod:`isyb_dask.qc.exclusion` (SD rule per IQM and modality, motion rule) and
    records the result in ``participants`` with
    :func:`isyb_dask.io.store.update_participants` (``status``, ``exclusion_reason``,
@@ -31,6 +32,18 @@ from isyb_dask.qc.figures import plot_qc_group
 __all__ = ["iqm_table", "run_qc_group"]
 
 _MODALITIES = (("T1w", "qc_anat", "T1w"), ("bold", "qc_func", "bold"))
+#: T1w IQMs in harmonized intensity units (the others are ratios, invariant to the scaling).
+HARMONIZED_IQMS = tuple(f"summary_{r}_{k}" for r in ("bg", "csf", "gm", "wm")
+                        for k in ("mean", "median", "p05", "p95", "stdv", "mad"))
+
+
+def _fallback_subjects(store_path: Path) -> set[str]:
+    """Subjects whose T1w harmonization used the percentile fallback route."""
+    frame = _group_frame(store_path, "qc_anat")
+    if "harmonization_route" not in frame.columns:
+        return set()
+    route = frame["harmonization_route"].astype(str)
+    return {s for s, r in route.items() if r.startswith("fallback")}
 
 
 def _group_frame(store_path: Path, name: str) -> pd.DataFrame:
@@ -77,6 +90,7 @@ def run_qc_group(
     cfg: QCConfig,
     *,
     figures: bool = True,
+    exclude_fallback: bool = True,
 ) -> dict[str, Any]:
     """Group QC: exclusion, tables and figures (see module docstring).
 
@@ -91,6 +105,10 @@ def run_qc_group(
         ``fd_mean_max``, SD-rule metric lists).
     figures
         Draw Figures 1 and 2 (default); tables and exclusions are always written.
+    exclude_fallback
+        Treat the intensity-unit IQMs (:data:`HARMONIZED_IQMS`) of subjects harmonized by
+        the 75-95th percentile fallback as missing in the exclusion rules (default True:
+        their scale is not comparable with WM-harmonized subjects). The tables keep them.
 
     Returns
     -------
@@ -104,13 +122,21 @@ def run_qc_group(
     if part.empty or "status" not in part.columns:
         raise ValueError(f"{store_path.name}: no participants group with a status variable")
     status = part["status"].astype(str)
-    sample = [s for s in part.index if status[s] in ("ok", "excluded")]
+    sample = [s for s in part.index if status[s] in ("ok", "partial", "excluded")]
+    failed_parts = (part["failed_stages"].astype(str) if "failed_stages" in part.columns
+                    else pd.Series("", index=part.index))
 
     tables: dict[str, pd.DataFrame] = {}
     for modality, group, suffix in _MODALITIES:
         tables[modality] = iqm_table(_group_frame(store_path, group), sample, suffix)
+    rule_tables = {m: t.drop(columns="bids_name") for m, t in tables.items()}
+    fallback = _fallback_subjects(store_path) if exclude_fallback else set()
+    if fallback and not rule_tables["T1w"].empty:
+        t1 = rule_tables["T1w"]
+        cols = [c for c in HARMONIZED_IQMS if c in t1.columns]
+        t1.loc[t1.index.isin(list(fallback)), cols] = float("nan")
     triggers = exclusion_table(
-        {m: t.drop(columns="bids_name") for m, t in tables.items()},
+        rule_tables,
         {"T1w": cfg.anat_sd_metrics, "bold": cfg.func_sd_metrics},
         limit=cfg.sd_limit,
         ddof=cfg.sd_ddof,
@@ -123,8 +149,8 @@ def run_qc_group(
     updates: dict[str, dict[str, str]] = dict(excluded)
     for subj in sample:
         if subj not in excluded and status[subj] == "excluded":
-            updates[subj] = {
-                "status": "ok",
+            updates[subj] = {  # back to what the participant level recorded
+                "status": "partial" if failed_parts[subj] not in ("", "nan") else "ok",
                 "exclusion_reason": "",
                 "exclusion_rule": "",
                 "exclusion_metric": "",
@@ -164,6 +190,7 @@ def run_qc_group(
     return {
         "n_sample": len(sample),
         "n_excluded": len(excluded),
+        "harmonization_fallback": sorted(fallback),
         "excluded": excluded,
         "triggers": len(triggers),
         "files": [str(f) for f in files],

@@ -31,7 +31,7 @@ def _text(values) -> np.ndarray:
 
 def _included(part: xr.Dataset) -> list[str]:
     status = _text(part["status"].values)
-    return [str(s) for s, st in zip(part["subject"].values, status) if st == "ok"]
+    return [str(s) for s, st in zip(part["subject"].values, status) if st in ("ok", "partial")]
 
 
 def _anova_dataset(tables: dict[str, pd.DataFrame]) -> xr.Dataset:
