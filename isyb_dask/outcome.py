@@ -66,6 +66,10 @@ class Outcome:
     error: str
 
 
+#: Steps of the subject task that build the shared references rather than run a stage.
+REFERENCE_STEPS = ("anatomy", "bold_reference")
+
+
 def is_fallback(provenance: str) -> bool:
     """True for a provenance string that marks a fallback value."""
     return str(provenance).startswith(FALLBACK_PREFIX)
@@ -122,7 +126,9 @@ def subject_outcome(result: Mapping[str, Any]) -> Outcome:
     for reason, metrics in _metric_failures(result, bad_modalities).items():
         stages.append("metrics:" + ",".join(metrics))
         messages.append(f"metrics {', '.join(metrics)}: {reason}")
-    ran = list(result.get("timings") or {})
+    # the subject references (anatomy, BOLD reference) are steps shared by the stages, not
+    # stages: a subject whose every stage failed is failed even if its references were built
+    ran = [s for s in (result.get("timings") or {}) if s not in REFERENCE_STEPS]
     all_failed = bool(ran) and all(s in errors for s in ran)
     if "inputs" in errors or all_failed or (not ran and errors):
         status = FAILED

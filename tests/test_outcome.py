@@ -107,6 +107,15 @@ def test_validation_thirty_percent_nan_t1w_names_nan(tmp_path):
 
 
 # ----------------------------------------------------------------------------- task
+@pytest.fixture(autouse=True)
+def _no_anatomy(monkeypatch):
+    """These tests drive the task with stubbed stages: the subject's anatomy (N4, template
+    registration, segmentation: tested in test_anat_reference.py) is not needed, only present."""
+    import types
+
+    monkeypatch.setattr(tasks, "_anatomy", lambda inp, cfg, job, threads, **kw: types.SimpleNamespace())
+
+
 def _job(tmp_path, inp, stages) -> tasks.SubjectJob:
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)

@@ -169,6 +169,7 @@ def build_anatomy(
     cfg: Any,
     *,
     threads: int,
+    image: nb.Nifti1Image | None = None,
 ) -> SubjectAnatomy:
     """Compute a subject's anatomical reference (module docstring, steps 1-6).
 
@@ -208,7 +209,8 @@ def build_anatomy(
     t1w = Path(t1w)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    image = load_image(t1w, ndim=3)
+    if image is None:  # already read and validated by the task's input check otherwise
+        image = load_image(t1w, ndim=3)
     check_head_in_view(image)
     sha = file_sha256(t1w)
     can = reg.to_canonical(image)

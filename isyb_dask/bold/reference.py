@@ -125,6 +125,7 @@ def build_bold_reference(
     cfg: Any,
     *,
     threads: int = 1,
+    image: nb.Nifti1Image | None = None,
 ) -> BoldReference:
     """Read a BOLD run once, drop non-steady-state volumes, correct motion, mask the mean.
 
@@ -158,7 +159,9 @@ def build_bold_reference(
     bold = Path(bold)
     name = f"{bold.parent.name}/{bold.name}"
     tr = repetition_time(meta, name)
-    img = load_image(bold, ndim=4, min_volumes=MIN_VOLUMES)
+    img = image if image is not None else load_image(bold, ndim=4, min_volumes=MIN_VOLUMES)
+    if img.shape[3] < MIN_VOLUMES:
+        raise InputError(f"{name}: too short, {img.shape[3]} volumes; at least {MIN_VOLUMES} are needed")
     data = np.asarray(img.dataobj, dtype=np.float32)
     if data.ndim > 4:
         data = data.reshape(data.shape[:4])

@@ -22,6 +22,8 @@ A fault in another modality leaves the T1w results standing: the subject ends ``
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +68,9 @@ class InputReport:
 
     t1w_error: str | None = None
     modality_errors: dict[str, str] = field(default_factory=dict)
+    #: ``{path: image}`` of the images read here, handed to the subject references so that
+    #: each input is read (decompressed and checked) once per subject.
+    images: dict[str, Any] = field(default_factory=dict)
     repairs: dict[str, str] = field(default_factory=dict)
 
 
@@ -81,6 +86,7 @@ def bold_min_volumes(stages: Collection[str], dummy_volumes: int) -> int:
 
 def _load(path: Path, report: InputReport, **kwargs):
     img = load_image(path, **kwargs)
+    report.images[str(path)] = img
     rec = img.extra.get("isyb_repair")
     if rec:
         report.repairs[rec["file"]] = rec["description"]

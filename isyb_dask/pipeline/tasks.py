@@ -141,12 +141,12 @@ def _with_threads(section: Any, threads: int) -> Any:
     return section
 
 
-def _anatomy(inp: SubjectInputs, cfg: RunConfig, job: SubjectJob, threads: int):
+def _anatomy(inp: SubjectInputs, cfg: RunConfig, job: SubjectJob, threads: int, image=None):
     """Build the subject's anatomical reference and write its derivatives (once)."""
     from isyb_dask.anat.derivatives import write_anatomy
     from isyb_dask.anat.reference import build_anatomy
 
-    anatomy = build_anatomy(inp.t1w, inp.subject, job.atlas, cfg, threads=threads)
+    anatomy = build_anatomy(inp.t1w, inp.subject, job.atlas, cfg, threads=threads, image=image)
     write_anatomy(anatomy, job.out_dir,
                   settings={"qc": dataclasses.asdict(cfg.qc), "registration_seed": cfg.deface.seed})
     return anatomy
@@ -216,7 +216,8 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
     # The subject's references, computed once and handed to every stage (issue 11).
     anatomy = None
     if t1w_ok and {"deface", "qc_anat", "metrics"} & set(cfg.stages):
-        out = timed("anatomy", _anatomy, inp, cfg, job, threads)
+        out = timed("anatomy", _anatomy, inp, cfg, job, threads,
+                    image=report.images.get(str(inp.t1w)))
         from isyb_dask.anat.reference import AnatomyError
 
         if isinstance(out, IsybError) and not isinstance(out, (RegistrationError, AnatomyError)):
@@ -231,7 +232,7 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
         from isyb_dask.bold.reference import build_bold_reference
 
         bold_ref = timed("bold_reference", build_bold_reference, inp.bold, inp.bold_meta, cfg.qc,
-                         threads=threads)
+                         threads=threads, image=report.images.get(str(inp.bold)))
     face_masks: list[Path] = []
 
     if "deface" in cfg.stages and t1w_ok:
