@@ -277,7 +277,7 @@ def audit_defaced(
         row.update(reid_distance=head_distance(e, emb["original"]),
                    original_face_score=orig["face_score"], render=None)
         if fig_dir is not None:
-            row["render"] = write_render_png(views, fig_dir / f"{sub}_desc-defaced{name}_render.png")
+            row["render"] = str(write_render_png(views, fig_dir / f"{sub}_desc-defaced{name}_render.png"))
         row["audit_seconds"] = time.perf_counter() - t1 + base / max(len(defaced), 1)
         results[name] = row
     if out_dir is not None:
