@@ -33,7 +33,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="extra head template, repeatable (the built-in pydeface template is always used)")
     g.add_argument("--template-config", "--template_config", type=Path,
                    help="YAML list of templates (format of configs/templates.yaml)")
-    g.add_argument("--deface-method", "--deface_method", choices=("maskface", "zero"))
+    g.add_argument("--deface-method", "--deface_method", choices=("maskface", "zero", "reface"))
     g.add_argument("--keep-removed-face", "--keep_removed_face", action="store_true", default=None,
                    help="also write original minus defaced (face-bearing; file mode 0600)")
     g.add_argument("--cache-dir", "--cache_dir", type=Path, help="reference atlas cache")

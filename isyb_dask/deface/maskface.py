@@ -32,6 +32,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.interpolate import RegularGridInterpolator
 
+from isyb_dask.deface.skin import FaceRegionError
+
 __all__ = [
     "head_mask",
     "normfilter",
@@ -132,7 +134,7 @@ def skin_height(mask: np.ndarray, step: tuple[int, int]) -> np.ndarray:
     h = top[np.ix_(nodes_x, nodes_y)]
     valid = h >= 0
     if not valid.any():
-        raise ValueError("resulting ROI is too small for defacing: no skin found in the face box")
+        raise FaceRegionError("resulting ROI is too small for defacing: no skin found in the face box")
     if not valid.all():
         _, (ix, iy) = ndi.distance_transform_edt(~valid, return_indices=True)
         h = h[ix, iy]
@@ -226,7 +228,7 @@ def normfilter(
     vol = np.asarray(volume, dtype=np.float64)
     region = np.asarray(face_region, dtype=bool)
     if not region.any():
-        raise ValueError("resulting ROI is too small for defacing: the face region is empty")
+        raise FaceRegionError("resulting ROI is too small for defacing: the face region is empty")
     voxel_mm = np.asarray(voxel_mm, dtype=np.float64)
     margin = [max(1, int(round(margin_mm / v))) for v in voxel_mm]
     idx = np.argwhere(region)
