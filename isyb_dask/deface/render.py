@@ -137,25 +137,19 @@ def _camera(geom: RenderGeometry, yaw_deg: float) -> tuple[np.ndarray, np.ndarra
     return right, up, d
 
 
-def _prepare(data: np.ndarray, threshold: float, sigma_vox: np.ndarray) -> np.ndarray:
-    """Smoothed float32 volume with isolated specks outside the head removed."""
-    vol = ndi.gaussian_filter(np.asarray(data, dtype=np.float32), sigma_vox, truncate=2.0)
-    mask = vol > threshold
-    lab, nlab = ndi.label(mask)
-    if nlab > 1:
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
-        keep = sizes >= 0.01 * sizes.max()
-        vol[~keep[lab] & mask] = 0.0
-    return vol
-
-
 def _occupancy(vol: np.ndarray, threshold: float, block: int) -> np.ndarray:
-    """Block-max occupancy grid (True where any voxel of the block, or a neighbour, is skin)."""
+    """Block-max occupancy grid of the skin (True where any voxel of the block, or of a
+    neighbouring block, is above the threshold); specks (connected groups of blocks smaller
+    than 1 % of the largest, e.g. noise or ghosts outside the head) are dropped."""
     pad = [(0, (-s) % block) for s in vol.shape]
     v = np.pad(vol > threshold, pad)
     s = v.shape
     occ = v.reshape(s[0] // block, block, s[1] // block, block, s[2] // block, block).any(axis=(1, 3, 5))
+    lab, nlab = ndi.label(occ)
+    if nlab > 1:
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        occ = (sizes >= 0.01 * sizes.max())[lab]
     return ndi.binary_dilation(occ, np.ones((3, 3, 3), bool))
 
 
@@ -224,7 +218,7 @@ def _fine(vol: np.ndarray, o_vox: np.ndarray, d_vox: np.ndarray, t_hit: np.ndarr
           threshold: float, block_mm: float, depth: np.ndarray, rays: np.ndarray) -> np.ndarray:
     """Fine search of the crossing after a coarse hit; fills ``depth[rays]``; returns end depth."""
     fine = 0.5
-    n_steps = int(np.ceil(4.0 * block_mm / fine)) + 1
+    n_steps = int(np.ceil(3.0 * block_mm / fine)) + 1
     ts = t_hit[:, None] - block_mm + fine * np.arange(n_steps)[None, :]
     pts = o_vox[:, None, :] + ts[..., None] * d_vox[None, None, :]
     vals = ndi.map_coordinates(vol, pts.reshape(-1, 3).T, order=1, mode="constant", cval=0.0,
@@ -291,7 +285,7 @@ def render_views(
     affine = np.asarray(affine, dtype=float)
     vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     vox_mm = float(vox.min())
-    vol = _prepare(data, geom.threshold, smooth_mm / vox)
+    vol = ndi.gaussian_filter(np.asarray(data, dtype=np.float32), smooth_mm / vox, truncate=2.0)
     block = max(2, int(round(4.0 / vox_mm)))
     occ = _occupancy(vol, geom.threshold, block)
     inv = np.linalg.inv(affine)
