@@ -172,6 +172,11 @@ def write_report(out_dir: str | Path, store_path: str | Path) -> Path:
         [("NMI per template and database", images.img_tag(fig6, "Figure 6"))]
         if fig6.is_file() else [])
     defacing += "<h3>Before / after</h3>" + _before_after(out_dir, store, groups, part, attrs)
+    from isyb_dask.deface.reid import audit_html
+
+    audit = audit_html(out_dir)
+    if audit:
+        defacing += "<h3>Face audit: renders, detection and re-identification</h3>" + audit
 
     surface = figures_body([(p.stem, images.img_tag(p, p.stem)) for p in maps])
     if "stats" in groups:
