@@ -73,6 +73,24 @@ def test_render_invariant_to_voxel_order_and_scale():
     assert np.mean(np.abs(render_views(scaled, affine, g2).astype(int) - ref) > 8) < 0.01
 
 
+def test_oblique_prescription_followed():
+    """A head prescribed obliquely (same voxels, affine rotated 12° about S and 8° about R)
+    is seen from its own anterior axis: the render equals the axis-aligned one."""
+    data, affine = _ball_head()
+    a, b = np.deg2rad(12.0), np.deg2rad(8.0)
+    rz = np.array([[np.cos(a), -np.sin(a), 0, 0], [np.sin(a), np.cos(a), 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    rx = np.array([[1, 0, 0, 0], [0, np.cos(b), -np.sin(b), 0], [0, np.sin(b), np.cos(b), 0], [0, 0, 0, 1]])
+    oblique = rx @ rz @ affine
+    ref = render_views(data, affine, render_geometry(data, affine)).astype(int)
+    geom = render_geometry(data, oblique)
+    assert np.asarray(geom.normal) @ (rx @ rz)[:3, 1] == pytest.approx(1.0)
+    obl = render_views(data, oblique, geom).astype(int)
+    assert np.mean(np.abs(obl - ref) > 8) < 0.01
+    # a world-anterior camera instead sees the ear side turned by 12°
+    g_world = render_geometry(data, oblique, normal=np.array([0.0, 1.0, 0.0]))
+    assert np.mean(np.abs(render_views(data, oblique, g_world).astype(int) - ref) > 8) > 0.05
+
+
 def test_yaw_views_differ_and_mirror():
     data, affine = _ball_head()
     geom = render_geometry(data, affine)

@@ -85,6 +85,22 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return np.asarray(v, dtype=float) / n
 
 
+def _canonical_axes(affine: np.ndarray) -> np.ndarray:
+    """World unit vectors (rows R, A, S) of the voxel axes of the closest canonical grid.
+
+    For an axis-aligned image these are the RAS unit vectors; for an oblique one they follow
+    the prescription (the voxel axis closest to anterior, with its sign, and so on), as the
+    grid of :func:`isyb_dask.registration.to_canonical` does.
+    """
+    from nibabel.orientations import io_orientation
+
+    lin = np.asarray(affine, dtype=float)[:3, :3]
+    out = np.zeros((3, 3))
+    for vox_axis, (world_axis, sign) in enumerate(io_orientation(affine)):
+        out[int(world_axis)] = sign * lin[:, vox_axis] / np.linalg.norm(lin[:, vox_axis])
+    return out
+
+
 def render_geometry(
     data: np.ndarray,
     affine: np.ndarray,
@@ -103,19 +119,22 @@ def render_geometry(
     affine
         Voxel-to-RAS affine.
     normal
-        Face normal (RAS mm). Default: RAS anterior ``(0, 1, 0)``, right for images
-        reoriented to the closest canonical grid of a head scanned face-forward.
+        Face normal (RAS mm). Default: the anterior axis of the closest canonical grid
+        (:func:`isyb_dask.registration.to_canonical`) in world coordinates, i.e. RAS
+        anterior for axis-aligned images and the prescribed anterior for oblique ones; the
+        image's up is that grid's superior axis.
     threshold_fraction
         Skin iso-value as a fraction of the Otsu threshold (skin is darker than brain).
     fov_mm, size
         Field of view (mm) and image size (pixels).
     """
     thr = threshold_fraction * otsu_threshold(data)
-    n = _unit(np.array([0.0, 1.0, 0.0]) if normal is None else np.asarray(normal, float))
-    sup = np.array([0.0, 0.0, 1.0])
+    axes = _canonical_axes(affine)
+    n = _unit(axes[1] if normal is None else np.asarray(normal, float))
+    sup = axes[2]
     up = sup - n * float(sup @ n)
     if np.linalg.norm(up) < 1e-3:  # normal along S-I: use anterior as up
-        up = np.array([0.0, 1.0, 0.0]) - n * n[1]
+        up = axes[1] - n * float(axes[1] @ n)
     up = _unit(up)
     sub = np.asarray(data)[::2, ::2, ::2] > thr
     idx = np.argwhere(sub) * 2
