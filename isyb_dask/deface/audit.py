@@ -181,7 +181,9 @@ def head_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.linalg.norm(a - b, axis=-1)))
 
 
-def write_render_png(views: np.ndarray, path: str | os.PathLike[str], *, mode: int | None = None) -> Path:
+def write_render_png(
+    views: np.ndarray, path: str | os.PathLike[str], *, mode: int | None = None
+) -> Path:
     """Write the views side by side as an 8-bit grey PNG (atomic; optional file mode)."""
     from PIL import Image
 
@@ -277,7 +279,8 @@ def audit_defaced(
         row.update(reid_distance=head_distance(e, emb["original"]),
                    original_face_score=orig["face_score"], render=None)
         if fig_dir is not None:
-            row["render"] = str(write_render_png(views, fig_dir / f"{sub}_desc-defaced{name}_render.png"))
+            png = fig_dir / f"{sub}_desc-defaced{name}_render.png"
+            row["render"] = str(write_render_png(views, png))
         row["audit_seconds"] = time.perf_counter() - t1 + base / max(len(defaced), 1)
         results[name] = row
     if out_dir is not None:

@@ -169,6 +169,7 @@ def format_summary(summary: pd.DataFrame) -> str:
     lines = []
     for r in summary.itertuples():
         lines.append(f"{r.label}: face detected {r.n_detected}/{r.n}; rank-1 re-identification "
-                     f"{r.rank1}/{r.n} = {r.rank1_rate:.2f} (95% CI {r.ci_low:.2f}-{r.ci_high:.2f}; "
+                     f"{r.rank1}/{r.n} = {r.rank1_rate:.2f} "
+                     f"(95% CI {r.ci_low:.2f}-{r.ci_high:.2f}; "
                      f"chance {r.chance:.2f}, p = {r.p_value:.3g})")
     return "\n".join(lines)

@@ -163,7 +163,8 @@ def _occupancy(vol: np.ndarray, threshold: float, block: int) -> np.ndarray:
     pad = [(0, (-s) % block) for s in vol.shape]
     v = np.pad(vol > threshold, pad)
     s = v.shape
-    occ = v.reshape(s[0] // block, block, s[1] // block, block, s[2] // block, block).any(axis=(1, 3, 5))
+    occ = v.reshape(s[0] // block, block, s[1] // block, block, s[2] // block, block)
+    occ = occ.any(axis=(1, 3, 5))
     lab, nlab = ndi.label(occ)
     if nlab > 1:
         sizes = np.bincount(lab.ravel())
