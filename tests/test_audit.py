@@ -126,6 +126,12 @@ def test_audit_defaced_files_and_modes(heads, tmp_path):
     assert stat.S_IMODE(os.stat(emb).st_mode) == 0o600
     with np.load(emb) as z:
         assert set(z.files) == {"original", "defacedZero"} and z["original"].shape == (3, 128)
+    from isyb_dask.deface.audit import attach_audit
+
+    rows = {"Zero": {"nmi": 0.2}}
+    assert attach_audit(rows, d, a, {"Zero": _zero_face(d, a)}, tmp_path / "att", "01") is None
+    assert rows["Zero"]["nmi"] == 0.2 and rows["Zero"]["face_detected"] is False
+    assert rows["Zero"]["reid_distance"] == pytest.approx(row["reid_distance"])
     audit_defaced(d, a, {}, tmp_path / "keep", "01", keep_original=True)
     orig = tmp_path / "keep" / "sub-01" / "figures" / "sub-01_desc-original_render.png"
     assert stat.S_IMODE(os.stat(orig).st_mode) == 0o600
@@ -215,3 +221,16 @@ def test_isyb_audit_cli(heads, tmp_path, capsys):
     assert summary.loc["T1w_defaced", "n"] == 3 and summary.loc["norm", "rank1"] == 1
     assert "rank-1 re-identification" in capsys.readouterr().out
     assert main(["audit", str(bids), str(tmp_path / "missing")]) == 2
+
+
+def test_missing_audit_extra_is_a_note(monkeypatch, tmp_path):
+    import isyb_dask.deface.audit as audit_mod
+
+    def unavailable(*args, **kwargs):
+        raise audit_mod.AuditUnavailableError("no dlib")
+
+    monkeypatch.setattr(audit_mod, "audit_defaced", unavailable)
+    rows = {"A": {"nmi": 0.1}}
+    note = audit_mod.attach_audit(rows, np.zeros((4, 4, 4)), np.eye(4), {"A": np.zeros((4, 4, 4))},
+                                  tmp_path, "sub-01")
+    assert "no dlib" in note and rows == {"A": {"nmi": 0.1}}

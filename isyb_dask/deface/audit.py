@@ -43,6 +43,8 @@ __all__ = [
     "analyse_views",
     "head_distance",
     "audit_defaced",
+    "attach_audit",
+    "AUDIT_FIELDS",
     "write_render_png",
     "embeddings_path",
 ]
@@ -286,3 +288,40 @@ def audit_defaced(
     if out_dir is not None:
         _save_embeddings(embeddings_path(out_dir, sub), emb)
     return results
+
+
+AUDIT_FIELDS = ("face_detected", "face_score", "reid_distance", "view_scores", "audit_seconds",
+                "render")
+
+
+def attach_audit(
+    rows: dict[str, dict[str, Any]],
+    original: np.ndarray,
+    affine: np.ndarray,
+    defaced: Mapping[str, np.ndarray],
+    out_dir: str | os.PathLike[str],
+    subject: str,
+    *,
+    keep_original: bool = False,
+) -> str | None:
+    """Run :func:`audit_defaced` and add its fields to the deface stage's per-template rows.
+
+    For the deface stage: ``rows`` is its ``results`` dict (template -> row); each audited
+    template's row gains :data:`AUDIT_FIELDS`. Without the ``audit`` extra nothing is added
+    and a note is returned (the stage carries on); other errors propagate.
+
+    Returns
+    -------
+    str or None
+        ``None`` when audited, else why not.
+    """
+    if not defaced:
+        return None
+    try:
+        audit = audit_defaced(original, affine, defaced, out_dir, subject,
+                              keep_original=keep_original)
+    except AuditUnavailableError as exc:
+        return f"face audit skipped: {exc}"
+    for name, row in audit.items():
+        rows.setdefault(name, {}).update({k: row[k] for k in AUDIT_FIELDS})
+    return None
