@@ -45,9 +45,8 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     if f == 1:
         return a.astype(np.float32)
-    shape = [max(1, n // f) for n in a.shape]
-    pad = [(0, s * f - n) if s * f >= n else (0, 0) for s, n in zip(shape, a.shape)]
-    a = np.pad(a, pad, mode="edge")[: shape[0] * f, : shape[1] * f, : shape[2] * f]
+    shape = [int(math.ceil(n / f)) for n in a.shape]
+    a = np.pad(a, [(0, s * f - n) for s, n in zip(shape, a.shape)], mode="edge")
     return a.reshape(shape[0], f, shape[1], f, shape[2], f).mean(axis=(1, 3, 5)).astype(np.float32)
 
 
@@ -63,8 +62,8 @@ def maskface_blur(
     voxel_mm: np.ndarray,
     *,
     depth_mm: float = 10.0,
-    smooth_mm: float = 10.0,
-    shift_mm: float = 4.0,
+    smooth_mm: float = 16.0,
+    shift_mm: float = 8.0,
     profile_mm: float = 12.0,
     margin_mm: float = 6.0,
     ramp_mm: float = 8.0,
@@ -111,7 +110,7 @@ def maskface_blur(
     if not region.any():
         raise FaceRegionError("resulting ROI is too small for defacing: the face region is empty")
     vox = np.asarray(voxel_mm, dtype=np.float64)
-    reach = margin_mm + ramp_mm + 2.0 * smooth_mm
+    reach = margin_mm + ramp_mm + smooth_mm
     pad = np.ceil(reach / vox).astype(int)
     idx = np.argwhere(region)
     lo = np.maximum(idx.min(axis=0) - pad, 0)
@@ -121,22 +120,33 @@ def maskface_blur(
     hbox = np.asarray(head, dtype=bool)[box]
     if not hbox.any():
         raise FaceRegionError("resulting ROI is too small for defacing: no skin in the face region")
-    phi = signed_distance(hbox, vox)
-    # coarse grid (about 2 mm) for the smooth fields
+    # signed distance and smooth fields on a grid of about 2 mm (exact for >= 1.5 mm voxels)
     f = max(1, int(round(2.0 / float(vox.min()))))
     cvox = vox * f
-    phi_c = _block_mean(phi, f)
+    if f == 1:
+        phi_c = signed_distance(hbox, vox)
+    else:
+        phi_c = signed_distance(_block_mean(hbox.astype(np.float32), f) > 0.5, cvox)
     phi_sc = ndi.gaussian_filter(phi_c, smooth_mm / cvox, mode="nearest")
     reg_c = _block_mean(region[box].astype(np.float32), f) > 0
     dist_c = ndi.distance_transform_edt(~reg_c, sampling=cvox).astype(np.float32)
     air_max = shift_mm + 2.5 * smooth_mm + air_keep_mm
     deep = depth_mm + 2.0 * smooth_mm  # the smoothed skin recedes by up to ~2 sigma (nose)
-    cand = (phi >= -deep) & (phi <= air_max)
-    cidx = np.nonzero(cand)
+    tol = float(cvox.max()) if f > 1 else 0.0
+    cand_c = (phi_c >= -deep - tol) & (phi_c <= air_max + tol) & (dist_c <= margin_mm + ramp_mm + tol)
+    if f == 1:
+        cidx = np.nonzero(cand_c)
+        p = phi_c[cidx]
+    else:
+        offs = np.stack(np.meshgrid(*[np.arange(f)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        fine = (np.argwhere(cand_c)[:, None, :] * f + offs[None]).reshape(-1, 3)
+        fine = fine[np.all(fine < np.asarray(sub.shape), axis=1)]
+        cidx = tuple(fine.T)
     pts = np.stack([_coarse_coords(c, f) for c in cidx])
+    if f > 1:
+        p = ndi.map_coordinates(phi_c, pts, order=1, mode="nearest")
     w_r = _smoothstep(1.0 - (ndi.map_coordinates(dist_c, pts, order=1, mode="nearest") - margin_mm)
                       / ramp_mm)
-    p = phi[cidx]
     p_s = ndi.map_coordinates(phi_sc, pts, order=1, mode="nearest") - shift_mm
     # a voxel is in the layer when it lies within depth_mm of the old or of the new skin
     w = w_r * _smoothstep((np.maximum(p, p_s) + depth_mm) / max(ramp_mm, 1e-6))

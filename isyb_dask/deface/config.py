@@ -84,8 +84,8 @@ class DefaceConfig:
     roi_margin_mm: float = 6.0
     nmi_mask: str = "template"
     skin_depth_mm: float = 10.0
-    skin_smooth_mm: float = 10.0
-    skin_shift_mm: float = 5.0
+    skin_smooth_mm: float = 16.0
+    skin_shift_mm: float = 8.0
     blend_margin_mm: float = 8.0
     blend_ramp_mm: float = 10.0
     face_up_mm: float = 40.0

@@ -6,7 +6,8 @@ the user (CN200 or a built Chinese template give a population-matched average fa
 1. the template head, already registered to the subject (12-parameter affine), is resampled
    onto the subject grid (linear);
 2. intensity matching: in the border zone of the face region (where the blending weight is
-   strictly between 0 and 1) on head voxels of both images, the template's intensity
+   strictly between 0 and 1) on voxels that both images call head, or both call air, the
+   template's intensity
    quantiles (5th..95th, every 5) are fitted to the subject's by least squares,
    ``subject ~ a * template + b`` (a quantile-quantile line is robust to residual
    misregistration, unlike a voxel-wise fit);
@@ -114,7 +115,10 @@ def reface(
         raise FaceRegionError("resulting ROI is too small for defacing: the face region is empty")
     w = region_weight(face_region, voxel_mm, margin_mm=margin_mm, ramp_mm=ramp_mm)
     w *= np.asarray(template_valid, dtype=bool)
-    border = (w > 0) & (w < 1) & np.asarray(head, bool) & np.asarray(template_head, bool)
+    # border zone voxels where both images agree on head vs air: the quantile line then maps
+    # air to air and tissue to tissue
+    h, th = np.asarray(head, bool), np.asarray(template_head, bool)
+    border = (w > 0) & (w < 1) & (h == th)
     tpl = np.asarray(template_on_subject, dtype=np.float64)
     a, b = intensity_fit(vol[border], tpl[border])
     out = vol + w * (a * tpl + b - vol)

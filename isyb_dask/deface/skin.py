@@ -42,7 +42,9 @@ def skin_threshold(data: np.ndarray, bins: int = 256) -> float:
     Otsu's threshold separates air from tissue as a whole; half of it lies on the air side of
     the (darker) skin and subcutaneous layers, so thin skin is not lost.
     """
-    v = np.asarray(data, dtype=np.float64)
+    v = np.asarray(data, dtype=np.float32).ravel()
+    if v.size > 2_000_000:  # a regular subsample is enough for a histogram threshold
+        v = v[:: v.size // 1_000_000]
     v = v[np.isfinite(v) & (v > 0)]
     if v.size == 0:
         raise FaceRegionError("image has no positive voxels: no skin to find")
@@ -78,8 +80,9 @@ def head_mask_full(
 ) -> np.ndarray:
     """Head mask of the whole image whose outer border is the skin.
 
-    Threshold (:func:`skin_threshold`), closing with a ball of ``close_mm``, largest
-    connected component, 3-D hole filling, then filling along the face normal: a voxel is
+    Threshold (:func:`skin_threshold`), closing (``round(close_mm / voxel)`` iterations of
+    the 6-connected structure), largest connected component, 3-D hole filling (background
+    components not touching the border), then filling along the face normal: a voxel is
     head when a head voxel lies in front of it on its column (so the nostrils, the open
     mouth and the air under the jaw count as head: the skin is what a ray from the front
     meets first).
@@ -100,11 +103,8 @@ def head_mask_full(
     d = np.asarray(data, dtype=np.float32)
     thr = skin_threshold(d) if threshold is None else float(threshold)
     m = d > thr
-    r = np.maximum(1, np.round(close_mm / np.asarray(voxel_mm, dtype=float))).astype(int)
-    zz = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
-    ball = sum((g / max(k, 1)) ** 2 for g, k in zip(zz, r)) <= 1.0
-    pad = tuple((int(k), int(k)) for k in r)
-    m = ndi.binary_closing(np.pad(m, pad), structure=ball)[tuple(slice(k, -k) for k in r)]
+    r = int(max(1, round(close_mm / float(np.min(voxel_mm)))))
+    m = ndi.binary_closing(np.pad(m, r), iterations=r)[r:-r, r:-r, r:-r]
     lab, n = ndi.label(m)
     if n == 0:
         raise FaceRegionError("no head found above the skin threshold")
@@ -112,7 +112,12 @@ def head_mask_full(
         sizes = np.bincount(lab.ravel())
         sizes[0] = 0
         m = lab == int(np.argmax(sizes))
-    m = ndi.binary_fill_holes(m)
+    # fill holes: background components that do not touch the image border
+    bg, nb_ = ndi.label(~m)
+    border = np.unique(np.concatenate([
+        bg[0].ravel(), bg[-1].ravel(), bg[:, 0].ravel(), bg[:, -1].ravel(),
+        bg[:, :, 0].ravel(), bg[:, :, -1].ravel()]))
+    m = ~np.isin(bg, border[border > 0]) if nb_ else m
     return m | _ray_fill(m, *normal)
 
 
@@ -126,6 +131,7 @@ def extend_face_region(
     open_mm: float = 3.0,
     up_mm: float = 0.0,
     template_tissue: np.ndarray | None = None,
+    extrapolated: bool = False,
 ) -> np.ndarray:
     """Face region continued outside the template FOV and towards the face-side volume edge.
 
@@ -140,7 +146,8 @@ def extend_face_region(
     head
         Optional subject head mask: the region is first reduced to the subject's tissue it
         covers, opened with a ball of ``open_mm`` (thin slivers of scalp left by a template
-        whose KEEP mask hugs its own head go), then continued in front of that tissue. This
+        whose KEEP mask hugs its own head go; ``round(open_mm / voxel)`` iterations of the
+        6-connected structure), then continued in front of that tissue. This
         makes masks that mark all air as "remove" (niimath/mydeface style) act on the face
         only.
     voxel_mm
@@ -148,6 +155,9 @@ def extend_face_region(
     template_tissue
         Optional template head tissue mapped to the subject: the region is reduced to it as
         well (a KEEP mask that marks all air as "remove" then marks the template's face).
+    extrapolated
+        ``region`` was already continued outside the template FOV (for example resampled
+        from an edge-padded mask): skip the nearest-value extrapolation.
     up_mm
         Continue the region this far upwards (superior = +third axis of a canonical grid)
         so that the eyes and the brow are covered whatever the template's mask leaves.
@@ -155,18 +165,16 @@ def extend_face_region(
     region = np.asarray(region, dtype=bool)
     inside = np.asarray(inside_fov, dtype=bool)
     out = region.copy()
-    if inside.any() and not inside.all():
+    if inside.any() and not inside.all() and not extrapolated:
         _, idx = ndi.distance_transform_edt(~inside, return_indices=True)
         out = np.where(inside, region, region[tuple(idx)])
     if head is not None:
         vox = np.ones(3) if voxel_mm is None else np.asarray(voxel_mm, dtype=float)
-        r = np.maximum(1, np.round(open_mm / vox)).astype(int)
-        zz = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
-        ball = sum((g / max(k, 1)) ** 2 for g, k in zip(zz, r)) <= 1.0
+        r = int(max(1, round(open_mm / float(vox.min()))))
         out = out & np.asarray(head, dtype=bool)
         if template_tissue is not None:  # no restriction where the template has no data
             out &= np.asarray(template_tissue, dtype=bool) | ~inside
-        out = ndi.binary_opening(out, structure=ball)
+        out = ndi.binary_opening(out, iterations=r)
     if not out.any():
         return out
     if up_mm > 0:

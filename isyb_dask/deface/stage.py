@@ -43,6 +43,7 @@ from isyb_dask.io.nifti import load_image, save_like
 __all__ = ["deface_array", "face_normal", "run_deface", "template_registration"]
 
 _REG_STEP_MM = 2.0
+_FACE_PAD_MM = 80.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -61,6 +62,10 @@ def _template_images(
     head_img = reg.to_canonical(load_image(head, ndim=3))
     head_s = reg.downsample(reg.to_sitk(head_img), _REG_STEP_MM)
     face_s = reg.to_sitk(reg.to_canonical(load_image(face, ndim=3, check_values=False)), dtype=np.float32)
+    # continue the face mask beyond the template's FOV by its edge values (a FOV that cuts
+    # the nose tip must not keep the subject's nose tip)
+    n = [int(np.ceil(_FACE_PAD_MM / sp)) for sp in face_s.GetSpacing()]
+    face_s = sitk.ZeroFluxNeumannPad(face_s, n, n)
     brain_s = None
     if brain is not None:
         b_img = reg.to_canonical(load_image(brain, ndim=3, check_values=False))
@@ -172,7 +177,7 @@ def deface_array(
             reg.resample_to(face_s, fixed, res.transform, "linear", default=1.0, threads=cfg.threads)
         )
         inside = reg.sitk_to_array(reg.resample_to(
-            face_s * 0 + 1, fixed, res.transform, "nearest", default=0.0, threads=cfg.threads)) > 0
+            head_s * 0 + 1, fixed, res.transform, "nearest", default=0.0, threads=cfg.threads)) > 0
         brain = np.zeros(data.shape, dtype=bool)
         if brain_s is not None:  # the template's brain carried over: protected as well
             brain = reg.sitk_to_array(
@@ -192,14 +197,15 @@ def deface_array(
     normal = face_normal(res.transform, affine)
     info: dict[str, Any] = {}
     if cfg.method == "zero":
-        region = extend_face_region(keep < 0.5, inside, normal)
+        region = extend_face_region(keep < 0.5, inside, normal, extrapolated=True)
         weight = np.where(region & (keep >= 0.5), 0.0, keep)  # extension voxels: removed
         defaced, changed = zero_face(data, weight)
     else:
         head = head if head is not None else head_mask_full(data, vox, normal)
         tpl_tissue = tpl > skin_threshold(reg.sitk_to_array(head_s))
         region = extend_face_region(keep < 0.5, inside, normal, head=head, voxel_mm=vox,
-                                    up_mm=cfg.face_up_mm, template_tissue=tpl_tissue)
+                                    up_mm=cfg.face_up_mm, template_tissue=tpl_tissue,
+                                    extrapolated=True)
         if cfg.method == "reface":
             defaced, changed, info = reface(
                 data, region, tpl, inside, head, tpl_tissue, vox,
