@@ -130,10 +130,13 @@ def maskface_blur(
     phi_sc = ndi.gaussian_filter(phi_c, smooth_mm / cvox, mode="nearest")
     reg_c = _block_mean(region[box].astype(np.float32), f) > 0
     dist_c = ndi.distance_transform_edt(~reg_c, sampling=cvox).astype(np.float32)
-    air_max = shift_mm + 2.5 * smooth_mm + air_keep_mm
     deep = depth_mm + 2.0 * smooth_mm  # the smoothed skin recedes by up to ~2 sigma (nose)
     tol = float(cvox.max()) if f > 1 else 0.0
-    cand_c = (phi_c >= -deep - tol) & (phi_c <= air_max + tol) & (dist_c <= margin_mm + ramp_mm + tol)
+    # voxels that can change: within depth_mm of the old or the new skin and not air in both
+    lo_s, hi_s = np.minimum(phi_c, phi_sc - shift_mm), np.maximum(phi_c, phi_sc - shift_mm)
+    cand_c = (hi_s >= -depth_mm - tol) & (lo_s <= air_keep_mm + tol) & (phi_c >= -deep - tol)
+    cand_c &= dist_c <= margin_mm + ramp_mm + tol
+    del lo_s, hi_s
     if f == 1:
         cidx = np.nonzero(cand_c)
         p = phi_c[cidx]
@@ -155,9 +158,9 @@ def maskface_blur(
     use = (w > 0) & ~keep_air
     # intensity depth profile: 1-voxel depth bins on a ~4 mm in-plane grid, Gaussian-averaged
     g = max(1, int(round(4.0 / float(vox.min()))))
-    b = float(vox.min())
+    b = max(float(vox.min()), 1.5)
     lo_b = -deep - b
-    nb_ = int(math.ceil((air_max - lo_b) / b)) + 1
+    nb_ = int(math.ceil((air_keep_mm + 3.0 * b - lo_b) / b)) + 1  # deeper air: last bin
     cshape = tuple(int(math.ceil(n / g)) for n in sub.shape)
     cell = np.ravel_multi_index(tuple(c // g for c in cidx), cshape)
     kbin = np.clip(np.round((p - lo_b) / b).astype(np.int64), 0, nb_ - 1)

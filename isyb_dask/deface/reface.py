@@ -80,6 +80,7 @@ def reface(
     *,
     margin_mm: float = 8.0,
     ramp_mm: float = 10.0,
+    base: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Blend the intensity-matched template face into the subject's face region.
 
@@ -92,13 +93,18 @@ def reface(
     template_on_subject
         Template head resampled onto the subject grid.
     template_valid
-        Subject voxels covered by the template's grid (elsewhere the subject is kept).
+        Subject voxels covered by the template's grid (elsewhere ``base`` stays).
     head, template_head
         Head masks of the subject and of the mapped template (for the intensity fit).
     voxel_mm
         Voxel sizes.
     margin_mm, ramp_mm
-        Blending weight geometry (:func:`region_weight`).
+        Blending weight geometry (:func:`region_weight`). Outside the template's field of
+        view the weight is 0 (``base`` stays).
+    base
+        Image the template face is blended into (default ``volume``); the stage passes the
+        ``maskface`` result so that face parts outside the template's field of view (a FOV
+        that cuts the chin) are obscured as well.
 
     Returns
     -------
@@ -114,13 +120,19 @@ def reface(
     if not np.asarray(face_region).any():
         raise FaceRegionError("resulting ROI is too small for defacing: the face region is empty")
     w = region_weight(face_region, voxel_mm, margin_mm=margin_mm, ramp_mm=ramp_mm)
-    w *= np.asarray(template_valid, dtype=bool)
+    valid = np.asarray(template_valid, dtype=bool)
     # border zone voxels where both images agree on head vs air: the quantile line then maps
     # air to air and tissue to tissue
     h, th = np.asarray(head, bool), np.asarray(template_head, bool)
-    border = (w > 0) & (w < 1) & (h == th)
+    border = (w > 0) & (w < 1) & (h == th) & valid
     tpl = np.asarray(template_on_subject, dtype=np.float64)
     a, b = intensity_fit(vol[border], tpl[border])
-    out = vol + w * (a * tpl + b - vol)
+    # where the template has no data (a FOV that cuts the nose tip or the chin) the base
+    # (the stage's smooth maskface face) stays
     changed = w > 0
+    w = w * valid
+    ref = vol if base is None else np.asarray(base, dtype=np.float64)
+    out = ref + w * (a * tpl + b - ref)
+    if base is None:
+        changed = w > 0
     return out, changed, {"scale": a, "offset": b}

@@ -123,7 +123,7 @@ def head_mask_full(
 
 def extend_face_region(
     region: np.ndarray,
-    inside_fov: np.ndarray,
+    inside_fov: np.ndarray | None,
     normal: tuple[int, int],
     *,
     head: np.ndarray | None = None,
@@ -140,7 +140,7 @@ def extend_face_region(
     region
         Boolean face region (template face mapped to the subject).
     inside_fov
-        Boolean: subject voxels that the template's grid covers.
+        Boolean: subject voxels that the template's grid covers (None: all).
     normal
         Face normal (voxel axis, sign).
     head
@@ -163,7 +163,7 @@ def extend_face_region(
         so that the eyes and the brow are covered whatever the template's mask leaves.
     """
     region = np.asarray(region, dtype=bool)
-    inside = np.asarray(inside_fov, dtype=bool)
+    inside = np.ones(region.shape, bool) if inside_fov is None else np.asarray(inside_fov, bool)
     out = region.copy()
     if inside.any() and not inside.all() and not extrapolated:
         _, idx = ndi.distance_transform_edt(~inside, return_indices=True)

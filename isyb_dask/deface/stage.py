@@ -176,8 +176,6 @@ def deface_array(
         keep = reg.sitk_to_array(
             reg.resample_to(face_s, fixed, res.transform, "linear", default=1.0, threads=cfg.threads)
         )
-        inside = reg.sitk_to_array(reg.resample_to(
-            head_s * 0 + 1, fixed, res.transform, "nearest", default=0.0, threads=cfg.threads)) > 0
         brain = np.zeros(data.shape, dtype=bool)
         if brain_s is not None:  # the template's brain carried over: protected as well
             brain = reg.sitk_to_array(
@@ -186,37 +184,40 @@ def deface_array(
             ) > 0.5
         if subject_brain is not None:
             brain |= np.asarray(subject_brain, dtype=bool)
-        tpl = None
-        if cfg.method != "zero":
-            src = _template_head_full(str(template.head), os.path.getmtime(template.head)) \
-                if cfg.method == "reface" else head_s
-            tpl = reg.sitk_to_array(reg.resample_to(src, fixed, res.transform, "linear",
-                                                    default=0.0, threads=cfg.threads))
+        src = _template_head_full(str(template.head), os.path.getmtime(template.head)) \
+            if cfg.method == "reface" else head_s
+        tpl = reg.sitk_to_array(reg.resample_to(sitk.Cast(src, sitk.sitkFloat32), fixed,
+                                                res.transform, "linear", default=-1e30,
+                                                threads=cfg.threads))
+        inside = tpl > -1e29  # subject voxels the template's grid covers
+        tpl = np.where(inside, tpl, 0.0)
     vox = voxel_sizes_affine(affine)
     protect = protect_mask(brain, vox, cfg.brain_dilate_mm)
     normal = face_normal(res.transform, affine)
     info: dict[str, Any] = {}
+    head = head if head is not None else head_mask_full(data, vox, normal)
+    tpl_tissue = tpl > skin_threshold(reg.sitk_to_array(head_s))
+    region = extend_face_region(keep < 0.5, inside, normal, head=head, voxel_mm=vox,
+                                up_mm=cfg.face_up_mm, template_tissue=tpl_tissue,
+                                extrapolated=True)
     if cfg.method == "zero":
-        region = extend_face_region(keep < 0.5, inside, normal, extrapolated=True)
-        weight = np.where(region & (keep >= 0.5), 0.0, keep)  # extension voxels: removed
+        # the template's region (also air, as the KEEP mask says) plus the subject's face
+        # continued in front and upwards (eyes, brow)
+        weight = np.where(region & (keep >= 0.5), 0.0, keep)
         defaced, changed = zero_face(data, weight)
+        region = region | (keep < 0.5)
     else:
-        head = head if head is not None else head_mask_full(data, vox, normal)
-        tpl_tissue = tpl > skin_threshold(reg.sitk_to_array(head_s))
-        region = extend_face_region(keep < 0.5, inside, normal, head=head, voxel_mm=vox,
-                                    up_mm=cfg.face_up_mm, template_tissue=tpl_tissue,
-                                    extrapolated=True)
-        if cfg.method == "reface":
-            defaced, changed, info = reface(
+        defaced, changed = maskface_blur(
+            data, region, head, vox, depth_mm=cfg.skin_depth_mm, smooth_mm=cfg.skin_smooth_mm,
+            shift_mm=cfg.skin_shift_mm, margin_mm=cfg.blend_margin_mm,
+            ramp_mm=cfg.blend_ramp_mm,
+        )
+        if cfg.method == "reface":  # the template's face, blended into the smooth face
+            defaced, ch, info = reface(
                 data, region, tpl, inside, head, tpl_tissue, vox,
-                margin_mm=cfg.blend_margin_mm, ramp_mm=cfg.blend_ramp_mm,
+                margin_mm=cfg.blend_margin_mm, ramp_mm=cfg.blend_ramp_mm, base=defaced,
             )
-        else:
-            defaced, changed = maskface_blur(
-                data, region, head, vox, depth_mm=cfg.skin_depth_mm, smooth_mm=cfg.skin_smooth_mm,
-                shift_mm=cfg.skin_shift_mm, margin_mm=cfg.blend_margin_mm,
-                ramp_mm=cfg.blend_ramp_mm,
-            )
+            changed |= ch
     defaced[protect] = np.asarray(data, dtype=np.float64)[protect]
     changed &= ~protect
     return {"defaced": defaced, "changed": changed, "protect": protect, "brain": brain,
@@ -342,7 +343,7 @@ def run_deface(
                 raise InputError(f"template {t.name}: {brain_note}")
             res = seeded.get(t.name) or template_registration(fixed, t, cfg)
             normal = face_normal(res.transform, canon.affine)
-            if cfg.method != "zero" and normal not in heads:
+            if normal not in heads:
                 heads[normal] = head_mask_full(data_c, vox_c, normal)
             out = deface_array(data_c, canon.affine, t, cfg, fixed=fixed, subject_brain=brain_c,
                                head=heads.get(normal), registration=res)
