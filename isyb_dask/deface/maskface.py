@@ -1,6 +1,8 @@
-"""Face obscuring methods on arrays: mask_face-style surface blur (``normfilter``) and zeroing.
+"""Face obscuring on arrays: the former grid surface blur (``normfilter``), zeroing, brain mask.
 
-The surface blur follows Milchenko & Marcus (2013) / NRG ``mask_face`` (METHODS §2) on a
+``normfilter`` is no longer the default ``maskface`` (see :mod:`isyb_dask.deface.blur`, issue
+10: on real heads its coarse height field left faces detectable); it is kept for comparison
+(benchmark) and reference. The surface blur follows Milchenko & Marcus (2013) / NRG ``mask_face`` (METHODS §2) on a
 regular grid instead of a triangulated mesh:
 
 1. the face region (template face mask mapped to the subject) gives a box that is extended

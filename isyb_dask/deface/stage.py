@@ -3,10 +3,10 @@
 For each template the head is registered to the subject (12-parameter affine, see
 :mod:`isyb_dask.registration`) on the subject reoriented to the closest canonical (RAS)
 orientation; the face and brain masks are carried to the subject; the face is obscured
-(``maskface`` surface blur or ``zero``); voxels of the dilated brain mask are restored; the
-result goes back onto the original voxel grid and dtype. After all templates, the NMI of
-the removed face is computed inside one face mask per subject (the union of the voxels any
-template changed, METHODS §4 option (i)).
+(``maskface``: the subject's facial skin replaced by a smooth one, ``zero`` or ``reface``);
+voxels of the dilated subject brain mask are restored; the result goes back onto the original
+voxel grid and dtype. After all templates, the NMI of the removed face is computed inside each
+template's changed voxels (``nmi_mask="template"``) or their union (``"union"``).
 """
 
 from __future__ import annotations

@@ -74,6 +74,7 @@ DEFACE_VARIABLES = (
     "face_score",
     "reid_distance",
     "reid_rank",
+    "surface_depth_change_mm",
 )
 PARTICIPANT_STATUS_VARIABLES = (
     "status",
@@ -95,6 +96,7 @@ _ATTRS = {
     "face_score": ("best HOG face-detector score over the render views (> 0: face)", "1"),
     "reid_distance": ("face-descriptor distance, defaced vs original render (mean of views)", "1"),
     "reid_rank": ("rank of the true subject among all original renders (group step)", "1"),
+    "surface_depth_change_mm": ("median move of the facial skin along the face normal", "mm"),
 }
 
 
