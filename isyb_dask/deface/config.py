@@ -63,6 +63,9 @@ class DefaceConfig:
     face_up_mm
         ``maskface``/``reface``: the face region is continued this far upwards so eyes and
         brow are covered whatever the template's face mask leaves.
+    zero_coat_mm
+        ``zero``: head voxels within this distance of the removed region get one uniform
+        tissue intensity (plain wall at the cut; 0 = off).
     brain_grow_mm
         Without a subject anatomy: growth of the carried atlas brain into brain-bright
         voxels (:func:`isyb_dask.deface.brainmask.grow_brain`).
@@ -90,6 +93,7 @@ class DefaceConfig:
     blend_ramp_mm: float = 10.0
     face_up_mm: float = 40.0
     brain_grow_mm: float = 3.0
+    zero_coat_mm: float = 8.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

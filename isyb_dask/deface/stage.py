@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
 from isyb_dask import registration as reg
 from isyb_dask.deface.blur import maskface_blur
 from isyb_dask.deface.brainmask import subject_brain_mask
 from isyb_dask.deface.config import DefaceConfig
-from isyb_dask.deface.maskface import protect_mask, zero_face
+from isyb_dask.deface.maskface import coat_cut, protect_mask, zero_face
 from isyb_dask.deface.nmi import normalized_mutual_information, union_face_mask
 from isyb_dask.deface.reface import reface
 from isyb_dask.deface.skin import (
@@ -203,8 +204,19 @@ def deface_array(
     if cfg.method == "zero":
         # the template's region (also air, as the KEEP mask says) plus the subject's face
         # continued in front and upwards (eyes, brow)
+        # smooth the cut (a jagged cut that follows the face's shape still looks like one)
+        f = max(1, int(round(2.0 / float(vox.min()))))
+        cut = ndi.zoom(ndi.gaussian_filter(region[::f, ::f, ::f].astype(np.float32),
+                                           4.0 / (vox * f)), f, order=1)
+        cut = np.pad(cut, [(0, max(0, n - c)) for n, c in zip(region.shape, cut.shape)],
+                     mode="edge")[: region.shape[0], : region.shape[1], : region.shape[2]] > 0.5
+        region = region | cut
         weight = np.where(region & (keep >= 0.5), 0.0, keep)
         defaced, changed = zero_face(data, weight)
+        if cfg.zero_coat_mm > 0:  # plain wall at the cut (no orbits / cavities showing)
+            defaced, coat = coat_cut(defaced, weight < 0.5, head, vox, coat_mm=cfg.zero_coat_mm,
+                                     threshold=skin_threshold(data))
+            changed |= coat
         region = region | (keep < 0.5)
     else:
         defaced, changed = maskface_blur(
