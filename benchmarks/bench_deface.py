@@ -66,11 +66,49 @@ def _template(tmp: Path) -> Template:
     return Template("phantom", tmp / "th.nii.gz", tmp / "tf.nii.gz", tmp / "tb.nii.gz")
 
 
+def _masking_only(subj: Path, tmpl: Template, repeats: int) -> None:
+    """Masking alone (no registration): new maskface / zero / reface vs the old grid normfilter."""
+    from isyb_dask.deface import stage as st
+    from isyb_dask.deface.maskface import normfilter
+    from isyb_dask.deface.skin import surface_depth_change
+
+    img = reg.to_canonical(nb.load(subj))
+    data = np.asarray(img.dataobj, dtype=np.float64)
+    fixed = reg.to_sitk(data.astype(np.float32), img.affine)
+    res = st.template_registration(fixed, tmpl, DefaceConfig())
+    vox = st.voxel_sizes_affine(img.affine)
+    brain = np.zeros(data.shape, bool)
+    times: dict[str, float] = {}
+    for method in ("maskface", "zero", "reface"):
+        cfg = DefaceConfig(method=method, threads=1)
+        best = float("inf")
+        for _ in range(repeats):
+            c0 = time.process_time()
+            out = st.deface_array(data, img.affine, tmpl, cfg, fixed=fixed, subject_brain=brain,
+                                  registration=res)
+            best = min(best, time.process_time() - c0)
+        dc = surface_depth_change(data, out["defaced"], out["region"], out["normal"], vox)
+        times[method] = best
+        print(f"masking only, {method}: {best:.2f} s CPU (incl. mask resampling, head mask); "
+              f"median facial depth change {dc['median_mm']:.1f} mm")
+    out = st.deface_array(data, img.affine, tmpl, DefaceConfig(method="zero"), fixed=fixed,
+                          subject_brain=brain, registration=res)
+    face = out["region"]
+    c0 = time.process_time()
+    old, _ = normfilter(data, face, vox, out["normal"][0], out["normal"][1])
+    t_old = time.process_time() - c0
+    dc = surface_depth_change(data, old, face, out["normal"], vox)
+    print(f"old grid normfilter (15 mm height field, box filter), same region: {t_old:.2f} s CPU; "
+          f"median facial depth change {dc['median_mm']:.1f} mm")
+    print(f"ratio new maskface / old normfilter (CPU): {times['maskface'] / t_old:.2f}")
+
+
 def main() -> None:
     """Run the benchmark and print a small table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--method", default="maskface", choices=("maskface", "zero", "reface"))
     args = ap.parse_args()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -79,7 +117,8 @@ def main() -> None:
         tmpl = _template(tmp)
         print(f"cpu: {platform.processor() or platform.machine()}, nproc={os.cpu_count()}, threads=1")
         print(f"subject: {kind}, grid {SHAPE}; template: {tmpl.name}")
-        cfg = DefaceConfig(threads=1)
+        _masking_only(subj, tmpl, args.repeats)
+        cfg = DefaceConfig(threads=1, method=args.method)
         run_deface(subj, "sub-warm", [tmpl], cfg, tmp / "out")  # warm the template cache
         stage_s, stage_cpu = [], []
         for i in range(args.repeats):
@@ -88,7 +127,7 @@ def main() -> None:
             stage_s.append(time.perf_counter() - t0)
             stage_cpu.append(time.process_time() - c0)
         row = out["templates"][tmpl.name]
-        print(f"deface stage (maskface), per subject-template: {min(stage_s):.2f} s wall, "
+        print(f"deface stage ({args.method}), per subject-template: {min(stage_s):.2f} s wall, "
               f"{min(stage_cpu):.2f} s CPU (target <= 10 s); nmi={row['nmi']:.4f} "
               f"brain_changed={row['brain_voxels_changed']}")
         fixed = reg.to_sitk(reg.to_canonical(nb.load(subj)))

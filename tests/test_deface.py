@@ -106,7 +106,7 @@ def test_nmi_matches_independent_computation(maskface_run, subject):
     a, r = orig[mask], orig[mask] - d[mask]
     ref = normalized_mutual_info_score(bin_labels(a, 64), bin_labels(r, 64))
     assert res["templates"]["phantom"]["nmi"] == pytest.approx(ref, abs=1e-12)
-    assert res["nmi_mask_voxels"] == int(mask.sum())
+    assert res["nmi_mask_voxels"] == {"phantom": int(mask.sum())}  # per-template mask (default)
 
 
 def test_zero_method_and_removed_face_mode(template, subject, tmp_path):
@@ -202,7 +202,8 @@ def test_oblique_grid_and_tilted_head(template, tmp_path, header):
     orig = _load(src)
     np.testing.assert_array_equal(d[ph.brain], orig[ph.brain])
     changed = d != orig
-    assert changed[ph.keep == 0].sum() > 0.8 * changed.sum() > 300
+    # maskface also covers a margin and eyes/brow above the template's face (face_up_mm)
+    assert changed[ph.keep == 0].sum() > 0.5 * changed.sum() > 300
 
 
 def test_normfilter_jitter_is_seeded():

@@ -35,7 +35,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="extra head template, repeatable (the built-in pydeface template is always used)")
     g.add_argument("--template-config", "--template_config", type=Path,
                    help="YAML list of templates (format of configs/templates.yaml)")
-    g.add_argument("--deface-method", "--deface_method", choices=("maskface", "zero"))
+    g.add_argument("--deface-method", "--deface_method", choices=("maskface", "zero", "reface"))
     g.add_argument("--keep-removed-face", "--keep_removed_face", action="store_true", default=None,
                    help="also write original minus defaced (face-bearing; file mode 0600)")
     g.add_argument("--cache-dir", "--cache_dir", type=Path, help="reference atlas cache")
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--iterations", type=int, default=3)
     b.add_argument("--nonlinear", action="store_true", help="add a non-linear refinement")
     b.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("audit", help="face audit of images defaced by any tool (detection, re-identification)")
+    p.add_argument("bids_dir", type=Path, help="BIDS dataset with the original T1w images")
+    p.add_argument("defaced_dir", type=Path, help="folder with defaced images named with sub-<label>")
+    p.add_argument("--out", type=Path, help="per-image TSV (the summary goes to <stem>_summary.tsv)")
 
     p = sub.add_parser("query", help="print a selection of the results store")
     p.add_argument("out_dir", type=Path)
@@ -190,6 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            iterations=args.iterations, seed=args.seed,
                                            nonlinear=args.nonlinear)
             print(f"[isyb] template {tpl.name}: {tpl.head}")
+            return 0
+        if args.command == "audit":
+            from isyb_dask.deface.audit_cli import format_summary, run_audit
+
+            table, summary = run_audit(args.bids_dir, args.defaced_dir, args.out)
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            print(format_summary(summary))
             return 0
         if args.command == "query":
             from isyb_dask.query import run_query

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+METHODS = ("maskface", "zero", "reface")
+
 
 @dataclass(frozen=True)
 class DefaceConfig:
@@ -12,7 +14,8 @@ class DefaceConfig:
     Attributes
     ----------
     method
-        ``"maskface"`` (surface blur in the manner of mask_face, default) or ``"zero"``.
+        ``"maskface"`` (the subject's facial skin layer replaced by a smooth one, default),
+        ``"zero"`` (pydeface style) or ``"reface"`` (the template's face blended in).
     nmi_bins
         Equal-width bins per axis of the joint histogram (arithmetic NMI).
     keep_removed_face
@@ -26,9 +29,13 @@ class DefaceConfig:
     nmi_average
         Normalisation of the mutual information: ``"arithmetic"`` (default, [0, 1]),
         ``"geometric"``, ``"min"``, ``"max"``, ``"joint"`` or ``"studholme"`` ([1, 2]).
+    nmi_mask
+        ``"template"`` (default): NMI of each template inside the voxels that template
+        changed (``|original - defaced| > eps``, METHODS §4 option (iii), the paper's "mask
+        for each blurred surface"); ``"union"``: inside the union over the subject's
+        templates (option (i)).
     nmi_epsilon
-        A voxel belongs to the subject's NMI face mask when ``|original - defaced| > eps``
-        for at least one template (union over templates, METHODS §4 option (i)).
+        Change threshold of the NMI face masks.
     nmi_dilate
         Dilate the union face mask by this many voxels.
     layer_mm
@@ -42,7 +49,26 @@ class DefaceConfig:
         Radius of the dilation of the carried-over brain mask whose voxels are always
         restored (METHODS §2.5: max(2 voxels, 4 mm)).
     roi_margin_mm
-        Margin added around the face region (mask_face enlarges its box by 6 mm).
+        Margin added around the face region (mask_face enlarges its box by 6 mm; the blend
+        weight of ``maskface``/``reface`` is 1 within ``blend_margin_mm``).
+    skin_depth_mm
+        ``maskface``: depth of the replaced layer under the old or the new skin.
+    skin_smooth_mm
+        ``maskface``: Gaussian sigma applied to the signed distance to the skin.
+    skin_shift_mm
+        ``maskface``: outward displacement of the smoothed skin.
+    blend_margin_mm, blend_ramp_mm
+        ``maskface``/``reface``: the weight is 1 up to ``blend_margin_mm`` outside the face
+        region and falls to 0 over ``blend_ramp_mm``.
+    face_up_mm
+        ``maskface``/``reface``: the face region is continued this far upwards so eyes and
+        brow are covered whatever the template's face mask leaves.
+    zero_coat_mm
+        ``zero``: head voxels within this distance of the removed region get one uniform
+        tissue intensity (plain wall at the cut; 0 = off).
+    brain_grow_mm
+        Without a subject anatomy: growth of the carried atlas brain into brain-bright
+        voxels (:func:`isyb_dask.deface.brainmask.grow_brain`).
     """
 
     method: str = "maskface"
@@ -59,10 +85,23 @@ class DefaceConfig:
     jitter_vox: float = 0.0
     brain_dilate_mm: float = 4.0
     roi_margin_mm: float = 6.0
+    nmi_mask: str = "template"
+    skin_depth_mm: float = 10.0
+    skin_smooth_mm: float = 16.0
+    skin_shift_mm: float = 8.0
+    blend_margin_mm: float = 8.0
+    blend_ramp_mm: float = 10.0
+    face_up_mm: float = 40.0
+    brain_grow_mm: float = 3.0
+    zero_coat_mm: float = 8.0
 
     def __post_init__(self) -> None:
-        if self.method not in ("maskface", "zero"):
-            raise ValueError(f"deface method must be 'maskface' or 'zero', got {self.method!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"deface method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.nmi_mask not in ("template", "union"):
+            raise ValueError(f"nmi_mask must be 'template' or 'union', got {self.nmi_mask!r}")
+        if not 2.0 <= self.skin_depth_mm <= 40.0 or not 2.0 <= self.skin_smooth_mm <= 40.0:
+            raise ValueError("skin_depth_mm and skin_smooth_mm must be within [2, 40]")
         if self.nmi_bins < 2:
             raise ValueError(f"nmi_bins must be >= 2, got {self.nmi_bins}")
         if self.nmi_average not in (

@@ -1,6 +1,8 @@
-"""Face obscuring methods on arrays: mask_face-style surface blur (``normfilter``) and zeroing.
+"""Face obscuring on arrays: the former grid surface blur (``normfilter``), zeroing, brain mask.
 
-The surface blur follows Milchenko & Marcus (2013) / NRG ``mask_face`` (METHODS §2) on a
+``normfilter`` is no longer the default ``maskface`` (see :mod:`isyb_dask.deface.blur`, issue
+10: on real heads its coarse height field left faces detectable); it is kept for comparison
+(benchmark) and reference. The surface blur follows Milchenko & Marcus (2013) / NRG ``mask_face`` (METHODS §2) on a
 regular grid instead of a triangulated mesh:
 
 1. the face region (template face mask mapped to the subject) gives a box that is extended
@@ -32,7 +34,10 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.interpolate import RegularGridInterpolator
 
+from isyb_dask.deface.skin import FaceRegionError
+
 __all__ = [
+    "coat_cut",
     "head_mask",
     "normfilter",
     "protect_mask",
@@ -132,7 +137,7 @@ def skin_height(mask: np.ndarray, step: tuple[int, int]) -> np.ndarray:
     h = top[np.ix_(nodes_x, nodes_y)]
     valid = h >= 0
     if not valid.any():
-        raise ValueError("resulting ROI is too small for defacing: no skin found in the face box")
+        raise FaceRegionError("resulting ROI is too small for defacing: no skin found in the face box")
     if not valid.all():
         _, (ix, iy) = ndi.distance_transform_edt(~valid, return_indices=True)
         h = h[ix, iy]
@@ -226,7 +231,7 @@ def normfilter(
     vol = np.asarray(volume, dtype=np.float64)
     region = np.asarray(face_region, dtype=bool)
     if not region.any():
-        raise ValueError("resulting ROI is too small for defacing: the face region is empty")
+        raise FaceRegionError("resulting ROI is too small for defacing: the face region is empty")
     voxel_mm = np.asarray(voxel_mm, dtype=np.float64)
     margin = [max(1, int(round(margin_mm / v))) for v in voxel_mm]
     idx = np.argwhere(region)
@@ -309,6 +314,50 @@ def zero_face(volume: np.ndarray, keep_weight: np.ndarray) -> tuple[np.ndarray, 
     """
     w = np.clip(np.asarray(keep_weight, dtype=np.float64), 0.0, 1.0)
     return np.asarray(volume, dtype=np.float64) * w, w < 1.0
+
+
+def coat_cut(
+    volume: np.ndarray,
+    removed: np.ndarray,
+    head: np.ndarray,
+    voxel_mm: np.ndarray,
+    *,
+    coat_mm: float = 8.0,
+    threshold: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Give the surface left by zeroing a uniform coat (mask_face's ``coating`` idea).
+
+    Zeroing the face exposes orbits, nasal cavity and sinuses; dark eyeballs behind the cut
+    read as eye sockets on a skin render. Head voxels within ``coat_mm`` of the removed
+    region are set to the median intensity of those coat voxels above ``threshold`` (the
+    tissue), so the cut is a plain wall.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The coated volume (float64) and the mask of coated voxels.
+    """
+    vol = np.asarray(volume, dtype=np.float64)
+    removed = np.asarray(removed, dtype=bool)
+    out = vol.copy()
+    coat = np.zeros(vol.shape, dtype=bool)
+    if not removed.any():
+        return out, coat
+    vox = np.asarray(voxel_mm, dtype=np.float64)
+    pad = np.ceil(coat_mm / vox).astype(int) + 1
+    idx = np.argwhere(removed)
+    lo = np.maximum(idx.min(axis=0) - pad, 0)
+    hi = np.minimum(idx.max(axis=0) + 1 + pad, vol.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    near = ndi.distance_transform_edt(~removed[box], sampling=vox) <= coat_mm
+    coat[box] = near & np.asarray(head, dtype=bool)[box] & ~removed[box]
+    if not coat.any():
+        return out, coat
+    vals = vol[coat]
+    if threshold is not None and (vals > threshold).any():
+        vals = vals[vals > threshold]
+    out[coat] = float(np.median(vals))
+    return out, coat
 
 
 def protect_mask(brain: np.ndarray, voxel_mm: np.ndarray, radius_mm: float = 4.0) -> np.ndarray:

@@ -3,10 +3,10 @@
 For each template the head is registered to the subject (12-parameter affine, see
 :mod:`isyb_dask.registration`) on the subject reoriented to the closest canonical (RAS)
 orientation; the face and brain masks are carried to the subject; the face is obscured
-(``maskface`` surface blur or ``zero``); voxels of the dilated brain mask are restored; the
-result goes back onto the original voxel grid and dtype. After all templates, the NMI of
-the removed face is computed inside one face mask per subject (the union of the voxels any
-template changed, METHODS §4 option (i)).
+(``maskface``: the subject's facial skin replaced by a smooth one, ``zero`` or ``reface``);
+voxels of the dilated subject brain mask are restored; the result goes back onto the original
+voxel grid and dtype. After all templates, the NMI of the removed face is computed inside each
+template's changed voxels (``nmi_mask="template"``) or their union (``"union"``).
 """
 
 from __future__ import annotations
@@ -20,19 +20,38 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
 from isyb_dask import registration as reg
+from isyb_dask.deface.blur import maskface_blur
+from isyb_dask.deface.brainmask import subject_brain_mask
 from isyb_dask.deface.config import DefaceConfig
-from isyb_dask.deface.maskface import normfilter, protect_mask, zero_face
+from isyb_dask.deface.maskface import coat_cut, protect_mask, zero_face
 from isyb_dask.deface.nmi import normalized_mutual_information, union_face_mask
-from isyb_dask.deface.templates import Template
+from isyb_dask.deface.reface import reface
+from isyb_dask.deface.skin import (
+    FaceRegionError,
+    extend_face_region,
+    head_mask_full,
+    skin_threshold,
+    surface_depth_change,
+)
+from isyb_dask.deface.templates import BUILTIN_NAME, Template
 from isyb_dask.errors import InputError, RegistrationError
 from isyb_dask.io.derivatives import derivative_path, write_sidecar
 from isyb_dask.io.nifti import load_image, save_like
 
-__all__ = ["deface_array", "face_normal", "run_deface"]
+__all__ = ["deface_array", "face_normal", "run_deface", "template_registration"]
 
 _REG_STEP_MM = 2.0
+_FACE_PAD_MM = 80.0
+
+
+@functools.lru_cache(maxsize=4)
+def _template_head_full(head: str, mtime: float) -> sitk.Image:
+    """Canonical template head at its own resolution (for ``reface``)."""
+    del mtime
+    return reg.to_sitk(reg.to_canonical(load_image(head, ndim=3)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -44,6 +63,10 @@ def _template_images(
     head_img = reg.to_canonical(load_image(head, ndim=3))
     head_s = reg.downsample(reg.to_sitk(head_img), _REG_STEP_MM)
     face_s = reg.to_sitk(reg.to_canonical(load_image(face, ndim=3, check_values=False)), dtype=np.float32)
+    # continue the face mask beyond the template's FOV by its edge values (a FOV that cuts
+    # the nose tip must not keep the subject's nose tip)
+    n = [int(np.ceil(_FACE_PAD_MM / sp)) for sp in face_s.GetSpacing()]
+    face_s = sitk.ZeroFluxNeumannPad(face_s, n, n)
     brain_s = None
     if brain is not None:
         b_img = reg.to_canonical(load_image(brain, ndim=3, check_values=False))
@@ -68,6 +91,33 @@ def face_normal(transform: sitk.Transform, subject_affine: np.ndarray) -> tuple[
     return axis, int(np.sign(d_vox[axis]) or 1)
 
 
+def _images(template: Template) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
+    return _template_images(
+        str(template.head), str(template.face_mask),
+        None if template.brain_mask is None else str(template.brain_mask),
+        os.path.getmtime(template.head),
+    )
+
+
+def template_registration(
+    fixed: sitk.Image, template: Template, cfg: DefaceConfig
+) -> reg.AffineRegistration:
+    """Register a template head (moving) to the subject (fixed); implausible -> error.
+
+    Raises
+    ------
+    RegistrationError
+        When the transform fails the plausibility checks.
+    """
+    head_s = _images(template)[0]
+    res = reg.register_affine(fixed, head_s, seed=cfg.seed, threads=cfg.threads)
+    if not res.plausible:
+        raise RegistrationError(
+            f"template {template.name}: implausible transform ({'; '.join(res.checks['violations'])})"
+        )
+    return res
+
+
 def deface_array(
     data: np.ndarray,
     affine: np.ndarray,
@@ -75,7 +125,9 @@ def deface_array(
     cfg: DefaceConfig,
     *,
     fixed: sitk.Image | None = None,
-    initial_registration: reg.AffineRegistration | None = None,
+    subject_brain: np.ndarray | None = None,
+    head: np.ndarray | None = None,
+    registration: reg.AffineRegistration | None = None,
 ) -> dict[str, Any]:
     """Deface a canonical (RAS-ordered) array with one template.
 
@@ -91,64 +143,97 @@ def deface_array(
         Settings (method, layer geometry, seed, threads).
     fixed
         The subject as a SimpleITK image (built from ``data`` when None).
-    initial_registration
-        A registration of this template's head to the same subject grid, already computed
-        (the subject anatomy's ``atlas_registration`` for the built-in head); used instead of
-        registering again.
+    subject_brain
+        The subject's own brain mask. The union of it and of the template's brain mask
+        carried over by the registration is protected after dilation by
+        ``cfg.brain_dilate_mm``.
+    head
+        The subject's head mask (:func:`skin.head_mask_full`; computed when None).
+    registration
+        A plausible subject -> template registration to use instead of registering again.
 
     Returns
     -------
     dict
         ``defaced`` (float64), ``changed`` (bool, voxels the method replaced), ``protect``
         (bool, dilated brain), ``brain`` (bool), ``registration`` (AffineRegistration),
-        ``normal`` (axis, sign).
+        ``normal`` (axis, sign), ``region`` (bool face region), ``info`` (method details).
 
     Raises
     ------
     RegistrationError
         When the template-to-subject transform is implausible.
-    ValueError
+    InputError
+        A template without a face mask.
+    FaceRegionError
         When the face region is empty or has no skin.
     """
     if template.face_mask is None:
         raise InputError(f"template {template.name}: no face mask (resolve templates first)")
     fixed = fixed if fixed is not None else reg.to_sitk(data, affine)
-    head_s, face_s, brain_s = _template_images(
-        str(template.head), str(template.face_mask),
-        None if template.brain_mask is None else str(template.brain_mask),
-        os.path.getmtime(template.head),
-    )
-    res = initial_registration or reg.register_affine(fixed, head_s, seed=cfg.seed, threads=cfg.threads)
-    if not res.plausible:
-        raise RegistrationError(
-            f"template {template.name}: implausible transform ({'; '.join(res.checks['violations'])})"
-        )
+    head_s, face_s, brain_s = _images(template)
+    res = registration if registration is not None else template_registration(fixed, template, cfg)
     with reg.sitk_threads(cfg.threads):
         keep = reg.sitk_to_array(
             reg.resample_to(face_s, fixed, res.transform, "linear", default=1.0, threads=cfg.threads)
         )
-        if brain_s is not None:
+        brain = np.zeros(data.shape, dtype=bool)
+        if brain_s is not None:  # the template's brain carried over: protected as well
             brain = reg.sitk_to_array(
                 reg.resample_to(sitk.Cast(brain_s, sitk.sitkFloat32), fixed, res.transform, "linear",
                                 threads=cfg.threads)
             ) > 0.5
-        else:
-            brain = np.zeros(data.shape, dtype=bool)
+        if subject_brain is not None:
+            brain |= np.asarray(subject_brain, dtype=bool)
+        src = _template_head_full(str(template.head), os.path.getmtime(template.head)) \
+            if cfg.method == "reface" else head_s
+        tpl = reg.sitk_to_array(reg.resample_to(sitk.Cast(src, sitk.sitkFloat32), fixed,
+                                                res.transform, "linear", default=-1e30,
+                                                threads=cfg.threads))
+        inside = tpl > -1e29  # subject voxels the template's grid covers
+        tpl = np.where(inside, tpl, 0.0)
     vox = voxel_sizes_affine(affine)
     protect = protect_mask(brain, vox, cfg.brain_dilate_mm)
     normal = face_normal(res.transform, affine)
+    info: dict[str, Any] = {}
+    head = head if head is not None else head_mask_full(data, vox, normal)
+    tpl_tissue = tpl > skin_threshold(reg.sitk_to_array(head_s))
+    region = extend_face_region(keep < 0.5, inside, normal, head=head, voxel_mm=vox,
+                                up_mm=cfg.face_up_mm, template_tissue=tpl_tissue,
+                                extrapolated=True)
     if cfg.method == "zero":
-        defaced, changed = zero_face(data, keep)
+        # the template's region (also air, as the KEEP mask says) plus the subject's face
+        # continued in front and upwards (eyes, brow)
+        # smooth the cut (a jagged cut that follows the face's shape still looks like one)
+        f = max(1, int(round(2.0 / float(vox.min()))))
+        cut = ndi.zoom(ndi.gaussian_filter(region[::f, ::f, ::f].astype(np.float32),
+                                           4.0 / (vox * f)), f, order=1)
+        cut = np.pad(cut, [(0, max(0, n - c)) for n, c in zip(region.shape, cut.shape)],
+                     mode="edge")[: region.shape[0], : region.shape[1], : region.shape[2]] > 0.5
+        region = region | cut
+        weight = np.where(region & (keep >= 0.5), 0.0, keep)
+        defaced, changed = zero_face(data, weight)
+        if cfg.zero_coat_mm > 0:  # plain wall at the cut (no orbits / cavities showing)
+            defaced, coat = coat_cut(defaced, weight < 0.5, head, vox, coat_mm=cfg.zero_coat_mm,
+                                     threshold=skin_threshold(data))
+            changed |= coat
+        region = region | (keep < 0.5)
     else:
-        rng = np.random.default_rng(cfg.seed)
-        defaced, changed = normfilter(
-            data, keep < 0.5, vox, normal[0], normal[1], layer_mm=cfg.layer_mm,
-            grid_mm=cfg.grid_mm, margin_mm=cfg.roi_margin_mm, jitter_vox=cfg.jitter_vox, rng=rng,
+        defaced, changed = maskface_blur(
+            data, region, head, vox, depth_mm=cfg.skin_depth_mm, smooth_mm=cfg.skin_smooth_mm,
+            shift_mm=cfg.skin_shift_mm, margin_mm=cfg.blend_margin_mm,
+            ramp_mm=cfg.blend_ramp_mm,
         )
+        if cfg.method == "reface":  # the template's face, blended into the smooth face
+            defaced, ch, info = reface(
+                data, region, tpl, inside, head, tpl_tissue, vox,
+                margin_mm=cfg.blend_margin_mm, ramp_mm=cfg.blend_ramp_mm, base=defaced,
+            )
+            changed |= ch
     defaced[protect] = np.asarray(data, dtype=np.float64)[protect]
     changed &= ~protect
     return {"defaced": defaced, "changed": changed, "protect": protect, "brain": brain,
-            "registration": res, "normal": normal}
+            "registration": res, "normal": normal, "region": region, "info": info}
 
 
 def voxel_sizes_affine(affine: np.ndarray) -> np.ndarray:
@@ -161,6 +246,25 @@ def _cast_like(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
         info = np.iinfo(dtype)
         return np.clip(np.rint(arr), info.min, info.max).astype(dtype)
     return arr.astype(dtype)
+
+
+def _subject_brain(
+    data: np.ndarray, affine: np.ndarray, fixed: sitk.Image, templates: list[Template],
+    cfg: DefaceConfig, atlas: Any | None,
+) -> tuple[np.ndarray, reg.AffineRegistration | None, str]:
+    """Subject brain without an anatomy: the atlas brain carried by the built-in head."""
+    from isyb_dask.deface.templates import builtin_template
+
+    builtin = next((t for t in templates if t.name == BUILTIN_NAME), None)
+    builtin = builtin if builtin is not None else builtin_template(atlas)
+    res = template_registration(fixed, builtin, cfg)
+    brain_s = _images(builtin)[2]
+    if brain_s is None:
+        raise InputError(f"template {builtin.name}: no brain mask to estimate the subject's brain")
+    brain = subject_brain_mask(data, affine, res, brain_s, grow_mm=cfg.brain_grow_mm,
+                               threads=cfg.threads)
+    return brain, res, (f"reference atlas brain mask carried by the {BUILTIN_NAME} head "
+                        f"registration, grown by up to {cfg.brain_grow_mm} mm into brain tissue")
 
 
 def run_deface(
@@ -188,20 +292,23 @@ def run_deface(
     out_dir
         Derivatives root.
     atlas
-        Reference atlas: a template whose head is ``atlas.head`` reuses
-        ``anatomy.atlas_registration`` (the same registration) when ``anatomy`` is given.
+        Reference atlas (for the built-in template when it is not in ``templates``).
     anatomy
-        The subject's :class:`isyb_dask.anat.reference.SubjectAnatomy`: its loaded T1w is used
-        and it owns the subject brain mask (not written here then).
+        Optional :class:`isyb_dask.anat.reference.SubjectAnatomy`: its ``canonical`` image,
+        its ``brain_mask`` (the subject's own brain, protected) and its
+        ``atlas_registration`` (reused for the built-in template) are used. Without it the
+        brain is estimated here (:mod:`isyb_dask.deface.brainmask`).
 
     Returns
     -------
     dict
-        ``templates``: per template ``nmi``, ``face_voxels_changed``, ``brain_voxels_changed``,
-        ``registration_metric``, ``seconds``, ``transform_plausible``, ``error`` (None or a
-        message), ``checks``; ``face_masks``: template -> written mask path; ``brain_mask``:
-        path of the subject brain mask (from the first successful template) or None;
-        ``nmi_mask_voxels``: size of the shared NMI face mask.
+        ``templates``: per template ``nmi``, ``face_voxels_changed``, ``brain_voxels_changed``
+        (voxels of the dilated subject brain that differ from the original: 0 by
+        construction), ``surface_depth_change_mm`` (median move of the facial skin along the
+        face normal), ``registration_metric``, ``seconds``, ``transform_plausible``,
+        ``error`` (None or a message), ``checks``; ``face_masks``: template -> written mask
+        path; ``brain_mask``: path of the subject brain mask; ``nmi_mask_voxels``: size of
+        the NMI face mask (per template with ``nmi_mask="template"``: a dict).
     """
     t1w = Path(t1w)
     img = anatomy.image if anatomy is not None else load_image(t1w, ndim=3)
@@ -212,32 +319,55 @@ def run_deface(
     if slope is not None and (slope != 1.0 or (inter or 0.0) != 0.0):
         dtype = np.dtype(np.float32)  # scaled integers cannot round-trip: keep the real values
     original = raw.astype(np.float64)
-    canon = reg.to_canonical(img)
+    canon = anatomy.canonical if anatomy is not None else reg.to_canonical(img)
     data_c = np.asarray(canon.dataobj, dtype=np.float64)
     fixed = reg.to_sitk(data_c.astype(np.float32), canon.affine)
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "templates"}
     results: dict[str, dict[str, Any]] = {}
     defaced_all: dict[str, np.ndarray] = {}
     face_masks: dict[str, Path] = {}
-    brain_path: Path | None = None
+    seeded: dict[str, reg.AffineRegistration] = {}
+    try:
+        if anatomy is not None:
+            brain_c = np.asarray(anatomy.brain_mask, dtype=bool)
+            brain_note = "subject brain mask of the anatomical reference"
+            ar = getattr(anatomy, "atlas_registration", None)
+            if ar is not None and ar.plausible:
+                seeded[BUILTIN_NAME] = ar
+        else:
+            brain_c, res0, brain_note = _subject_brain(data_c, canon.affine, fixed, templates,
+                                                       cfg, atlas)
+            if res0 is not None:
+                seeded[BUILTIN_NAME] = res0
+    except (RegistrationError, InputError) as exc:
+        brain_c, brain_note = None, f"no subject brain mask ({exc})"
+    heads: dict[tuple[int, int], np.ndarray] = {}
+    vox_c = voxel_sizes_affine(canon.affine)
     for t in templates:
         t0 = time.perf_counter()
         row: dict[str, Any] = {
             "nmi": float("nan"), "face_voxels_changed": 0, "brain_voxels_changed": 0,
-            "registration_metric": float("nan"), "seconds": float("nan"),
-            "transform_plausible": False, "error": None, "checks": {},
+            "surface_depth_change_mm": float("nan"), "registration_metric": float("nan"),
+            "seconds": float("nan"), "transform_plausible": False, "error": None, "checks": {},
         }
         results[t.name] = row
         try:
-            same = shared_head is not None and Path(t.head).resolve() == shared_head
-            out = deface_array(data_c, canon.affine, t, cfg, fixed=fixed,
-                               initial_registration=anatomy.atlas_registration if same else None)
-        except (RegistrationError, ValueError, InputError) as exc:
+            if brain_c is None:
+                raise InputError(f"template {t.name}: {brain_note}")
+            res = seeded.get(t.name) or template_registration(fixed, t, cfg)
+            normal = face_normal(res.transform, canon.affine)
+            if normal not in heads:
+                heads[normal] = head_mask_full(data_c, vox_c, normal)
+            out = deface_array(data_c, canon.affine, t, cfg, fixed=fixed, subject_brain=brain_c,
+                               head=heads.get(normal), registration=res)
+        except (RegistrationError, InputError, FaceRegionError) as exc:
             row["error"] = str(exc)
             row["seconds"] = time.perf_counter() - t0
             continue
         res = out["registration"]
         row.update(registration_metric=res.metric, transform_plausible=True, checks=res.checks)
+        row["surface_depth_change_mm"] = surface_depth_change(
+            data_c, out["defaced"], out["region"], out["normal"], vox_c)["median_mm"]
         protect = reg.from_canonical(out["protect"], img.affine)
         changed = reg.from_canonical(out["changed"], img.affine)
         d = _cast_like(reg.from_canonical(out["defaced"], img.affine), dtype)
@@ -258,8 +388,12 @@ def run_deface(
             "FaceNormalAxis": list(out["normal"]),
             "BrainVoxelsChanged": row["brain_voxels_changed"],
             "FaceVoxelsChanged": row["face_voxels_changed"],
+            "SurfaceDepthChangeMedianMM": row["surface_depth_change_mm"],
+            "BrainMask": brain_note,
             "Defaced": True,
         }
+        if out["info"]:
+            meta["RefaceIntensityFit"] = out["info"]
         sources = [t1w, t.head] + [p for p in (t.face_mask, t.brain_mask) if p is not None]
         path = derivative_path(out_dir, subject, "anat", "T1w", desc=f"defaced{t.name}")
         save_like(d, img, path, dtype=dtype)
@@ -270,28 +404,50 @@ def run_deface(
                               f"template {t.name} (1 = face region)", "Template": t.name},
                       settings=settings)
         face_masks[t.name] = mpath
-        if brain_path is None and anatomy is None:
-            brain_path = derivative_path(out_dir, subject, "anat", "mask", desc="brain")
-            save_like(reg.from_canonical(out["brain"], img.affine).astype(np.uint8), img,
-                      brain_path, dtype=np.uint8)
-            write_sidecar(brain_path, {"Description": f"brain mask carried over from template {t.name}"},
-                          settings=settings)
         if cfg.keep_removed_face:
             rpath = derivative_path(out_dir, subject, "anat", "T1w", desc=f"removedface{t.name}")
             save_like((original - d.astype(np.float64)).astype(np.float32), img, rpath,
                       dtype=np.float32, mode=0o600)
         row["seconds"] = time.perf_counter() - t0
-    # NMI inside one face mask shared by all templates of the subject
+    brain_path: Path | None = None
+    if brain_c is not None and defaced_all and anatomy is None:
+        # with the anatomical reference, its writer owns desc-brain_mask (io/outputs.py)
+        brain_path = derivative_path(out_dir, subject, "anat", "mask", desc="brain")
+        save_like(reg.from_canonical(brain_c, img.affine).astype(np.uint8), img, brain_path,
+                  dtype=np.uint8)
+        write_sidecar(brain_path, {"Description": f"subject brain mask protected by defacing: "
+                                   f"{brain_note}"}, settings=settings)
+    nmi_voxels = _nmi(original, defaced_all, results, cfg)
+    # Face audit (issue 10): renders of every defaced head, face detection and the
+    # re-identification embedding; the original's render stays in memory.
+    from isyb_dask.deface.audit import attach_audit
+
+    audit_note = attach_audit(results, original, img.affine, defaced_all, out_dir, subject,
+                              keep_original=cfg.keep_removed_face)
+    return {"templates": results, "face_masks": face_masks, "brain_mask": brain_path,
+            "nmi_mask_voxels": nmi_voxels, "audit_note": audit_note}
+
+
+def _nmi(original: np.ndarray, defaced_all: dict[str, np.ndarray],
+         results: dict[str, dict[str, Any]], cfg: DefaceConfig) -> int | dict[str, int]:
+    """NMI of the removed face per template, inside the per-template or the union mask."""
     t0 = time.perf_counter()
-    mask = union_face_mask(original, list(defaced_all.values()), epsilon=cfg.nmi_epsilon,
-                           dilate=cfg.nmi_dilate)
-    nmi_time = (time.perf_counter() - t0) / max(len(defaced_all), 1)
+    union = None
+    if cfg.nmi_mask == "union":
+        union = union_face_mask(original, list(defaced_all.values()), epsilon=cfg.nmi_epsilon,
+                                dilate=cfg.nmi_dilate)
+    shared = (time.perf_counter() - t0) / max(len(defaced_all), 1)
+    sizes: dict[str, int] = {}
     for name, d in defaced_all.items():
         t1 = time.perf_counter()
+        mask = union if union is not None else union_face_mask(
+            original, [d], epsilon=cfg.nmi_epsilon, dilate=cfg.nmi_dilate)
+        sizes[name] = int(mask.sum())
         removed = original[mask] - d[mask].astype(np.float64)
         results[name]["nmi"] = normalized_mutual_information(
             original[mask], removed, bins=cfg.nmi_bins, average=cfg.nmi_average
         )
-        results[name]["seconds"] += nmi_time + time.perf_counter() - t1
-    return {"templates": results, "face_masks": face_masks, "brain_mask": brain_path,
-            "nmi_mask_voxels": int(mask.sum())}
+        results[name]["seconds"] += shared + time.perf_counter() - t1
+    if union is not None:
+        return int(union.sum())
+    return sizes

@@ -73,6 +73,11 @@ DEFACE_VARIABLES = (
     "registration_metric",
     "seconds",
     "transform_plausible",
+    "face_detected",
+    "face_score",
+    "reid_distance",
+    "reid_rank",
+    "surface_depth_change_mm",
 )
 PARTICIPANT_STATUS_VARIABLES = (
     "status",
@@ -92,6 +97,11 @@ _ATTRS = {
     "registration_metric": ("final Mattes mutual information of template-to-subject registration", "1"),
     "seconds": ("wall time of registration, masking and NMI", "s"),
     "transform_plausible": ("1 if the affine passed the scale/shear plausibility check", "1"),
+    "face_detected": ("1 if dlib's HOG detector finds a face on a render of the defaced head", "1"),
+    "face_score": ("best HOG face-detector score over the render views (> 0: face)", "1"),
+    "reid_distance": ("face-descriptor distance, defaced vs original render (mean of views)", "1"),
+    "reid_rank": ("rank of the true subject among all original renders (group step)", "1"),
+    "surface_depth_change_mm": ("median move of the facial skin along the face normal", "mm"),
 }
 
 

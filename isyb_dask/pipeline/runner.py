@@ -279,6 +279,7 @@ def run_group_level(
     from isyb_dask.metrics.group_maps import run_group_maps
     from isyb_dask.qc.group import run_qc_group
     from isyb_dask.report.html import write_report
+    from isyb_dask.deface.reid import run_reid_audit
     from isyb_dask.stats.stage import run_stats
 
     out_dir = Path(out_dir).resolve()
@@ -291,6 +292,8 @@ def run_group_level(
         ("qc exclusion", lambda: run_qc_group(store_path, out_dir, cfg.qc)),
         ("group maps", lambda: run_group_maps(store_path, out_dir)),
         ("statistics", lambda: run_stats(store_path, out_dir, cfg.stats)),
+        # after the statistics (it merges its deface_audit table into the stats group)
+        ("re-identification", lambda: run_reid_audit(store_path, out_dir)),
     ]
     for name, fn in steps:
         t0 = time.monotonic()

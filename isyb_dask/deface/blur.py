@@ -1,0 +1,185 @@
+"""``maskface``: replace the facial skin layer by a smooth, featureless one (voxel resolution).
+
+The variant of mask_face's ``normfilter`` (METHODS §2) used by default. It keeps its idea —
+the layer around the facial skin is replaced by a low-passed, plausible intensity layer, not
+by zeros — but follows the subject's own skin at voxel resolution and moves the surface:
+
+1. ``phi``: signed distance (mm) to the subject's skin (:func:`skin.signed_distance` of the
+   head mask, negative inside) in a box around the face region;
+2. the new skin is the zero level of ``phi_new = G_sigma * phi - shift``: the signed distance
+   smoothed with a Gaussian of ``smooth_mm`` (nose, nostrils, lips, chin, eye sockets and
+   brow ridge melt into one smooth surface), pushed ``shift_mm`` outwards (a smooth shell
+   over whatever stuck out);
+3. a smooth weight ``w`` (1 inside the face region, falling to 0 over ``ramp_mm`` beyond a
+   ``margin_mm`` margin, and from 1 to 0 over the deepest ``ramp_mm`` of the layer, whose
+   depth is counted from the old or the new skin, whichever is deeper) blends
+   ``phi_new`` with ``phi`` so the new skin joins the old one without a step;
+4. intensities: the subject's own depth profile, i.e. the mean original intensity of the
+   voxels at depth ``phi`` (1-voxel bins from ``-depth_mm`` to the air side), averaged
+   in-plane with a Gaussian of ``profile_mm`` on a coarse grid (no cell pattern), is read
+   at the new depth ``phi_new``; voxel value = ``(1 - w) I + w F(x, phi_new)``;
+5. air that stays air (``phi`` and ``phi_new`` both beyond ``air_keep_mm``) keeps its
+   original noise.
+
+The replaced voxels are those with ``w > 0`` (within ``depth_mm`` of the old or the new skin)
+that are not kept air.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from isyb_dask.deface.skin import FaceRegionError, signed_distance
+
+__all__ = ["maskface_blur"]
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    if f == 1:
+        return a.astype(np.float32)
+    shape = [int(math.ceil(n / f)) for n in a.shape]
+    a = np.pad(a, [(0, s * f - n) for s, n in zip(shape, a.shape)], mode="edge")
+    return a.reshape(shape[0], f, shape[1], f, shape[2], f).mean(axis=(1, 3, 5)).astype(np.float32)
+
+
+def _coarse_coords(idx: np.ndarray, f: int) -> np.ndarray:
+    """Continuous coarse-grid coordinates of fine voxel indices (block centres)."""
+    return (idx.astype(np.float32) - (f - 1) / 2.0) / f
+
+
+def maskface_blur(
+    volume: np.ndarray,
+    face_region: np.ndarray,
+    head: np.ndarray,
+    voxel_mm: np.ndarray,
+    *,
+    depth_mm: float = 10.0,
+    smooth_mm: float = 16.0,
+    shift_mm: float = 8.0,
+    profile_mm: float = 12.0,
+    margin_mm: float = 6.0,
+    ramp_mm: float = 8.0,
+    air_keep_mm: float = 3.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replace the skin layer of the face region by a smooth surface (see module docstring).
+
+    Parameters
+    ----------
+    volume
+        3-D image on a canonical grid.
+    face_region
+        Boolean face region (already extended to the face-side edge).
+    head
+        Boolean head mask of the whole image (:func:`skin.head_mask_full`).
+    voxel_mm
+        Voxel sizes of the three axes.
+    depth_mm
+        Depth of the layer under the skin that is replaced.
+    smooth_mm
+        Sigma (mm) of the Gaussian applied to the signed distance.
+    shift_mm
+        Outward displacement of the smoothed skin.
+    profile_mm
+        In-plane Gaussian sigma (mm) of the intensity depth profile.
+    margin_mm, ramp_mm
+        The weight is 1 up to ``margin_mm`` outside the face region and falls to 0 over
+        ``ramp_mm``; the same ramp fades the layer out at its deep side.
+    air_keep_mm
+        Air voxels farther than this from the old and the new skin keep their values.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The obscured volume (float64) and the mask of replaced voxels.
+
+    Raises
+    ------
+    FaceRegionError
+        Empty face region ("resulting ROI is too small for defacing").
+    """
+    vol = np.asarray(volume, dtype=np.float64)
+    region = np.asarray(face_region, dtype=bool)
+    if not region.any():
+        raise FaceRegionError("resulting ROI is too small for defacing: the face region is empty")
+    vox = np.asarray(voxel_mm, dtype=np.float64)
+    reach = margin_mm + ramp_mm + smooth_mm
+    pad = np.ceil(reach / vox).astype(int)
+    idx = np.argwhere(region)
+    lo = np.maximum(idx.min(axis=0) - pad, 0)
+    hi = np.minimum(idx.max(axis=0) + 1 + pad, vol.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    sub = vol[box]
+    hbox = np.asarray(head, dtype=bool)[box]
+    if not hbox.any():
+        raise FaceRegionError("resulting ROI is too small for defacing: no skin in the face region")
+    # signed distance and smooth fields on a grid of about 2 mm (exact for >= 1.5 mm voxels)
+    f = max(1, int(round(2.0 / float(vox.min()))))
+    cvox = vox * f
+    if f == 1:
+        phi_c = signed_distance(hbox, vox)
+    else:
+        phi_c = signed_distance(_block_mean(hbox.astype(np.float32), f) > 0.5, cvox)
+    phi_sc = ndi.gaussian_filter(phi_c, smooth_mm / cvox, mode="nearest")
+    reg_c = _block_mean(region[box].astype(np.float32), f) > 0
+    dist_c = ndi.distance_transform_edt(~reg_c, sampling=cvox).astype(np.float32)
+    deep = depth_mm + 2.0 * smooth_mm  # the smoothed skin recedes by up to ~2 sigma (nose)
+    tol = float(cvox.max()) if f > 1 else 0.0
+    # voxels that can change: within depth_mm of the old or the new skin and not air in both
+    lo_s, hi_s = np.minimum(phi_c, phi_sc - shift_mm), np.maximum(phi_c, phi_sc - shift_mm)
+    cand_c = (hi_s >= -depth_mm - tol) & (lo_s <= air_keep_mm + tol) & (phi_c >= -deep - tol)
+    cand_c &= dist_c <= margin_mm + ramp_mm + tol
+    del lo_s, hi_s
+    if f == 1:
+        cidx = np.nonzero(cand_c)
+        p = phi_c[cidx]
+    else:
+        offs = np.stack(np.meshgrid(*[np.arange(f)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        fine = (np.argwhere(cand_c)[:, None, :] * f + offs[None]).reshape(-1, 3)
+        fine = fine[np.all(fine < np.asarray(sub.shape), axis=1)]
+        cidx = tuple(fine.T)
+    pts = np.stack([_coarse_coords(c, f) for c in cidx])
+    if f > 1:
+        p = ndi.map_coordinates(phi_c, pts, order=1, mode="nearest")
+    w_r = _smoothstep(1.0 - (ndi.map_coordinates(dist_c, pts, order=1, mode="nearest") - margin_mm)
+                      / ramp_mm)
+    p_s = ndi.map_coordinates(phi_sc, pts, order=1, mode="nearest") - shift_mm
+    # a voxel is in the layer when it lies within depth_mm of the old or of the new skin
+    w = w_r * _smoothstep((np.maximum(p, p_s) + depth_mm) / max(ramp_mm, 1e-6))
+    p_new = p + w * (p_s - p)
+    keep_air = (p > air_keep_mm) & (p_new > air_keep_mm)
+    use = (w > 0) & ~keep_air
+    # intensity depth profile: 1-voxel depth bins on a ~4 mm in-plane grid, Gaussian-averaged
+    g = max(1, int(round(4.0 / float(vox.min()))))
+    b = max(float(vox.min()), 1.5)
+    lo_b = -deep - b
+    nb_ = int(math.ceil((air_keep_mm + 3.0 * b - lo_b) / b)) + 1  # deeper air: last bin
+    cshape = tuple(int(math.ceil(n / g)) for n in sub.shape)
+    cell = np.ravel_multi_index(tuple(c // g for c in cidx), cshape)
+    kbin = np.clip(np.round((p - lo_b) / b).astype(np.int64), 0, nb_ - 1)
+    flat = cell * nb_ + kbin
+    size = int(np.prod(cshape)) * nb_
+    s = np.bincount(flat, weights=sub[cidx], minlength=size).reshape(*cshape, nb_)
+    n = np.bincount(flat, minlength=size).reshape(*cshape, nb_).astype(np.float64)
+    sig = [profile_mm / (g * v) for v in vox] + [0.0]
+    s = ndi.gaussian_filter(s, sig, mode="constant")
+    n = ndi.gaussian_filter(n, sig, mode="constant")
+    glob = s.sum(axis=(0, 1, 2)) / np.maximum(n.sum(axis=(0, 1, 2)), 1e-9)
+    prof = np.where(n > 1e-3, s / np.maximum(n, 1e-12), glob)
+    cpts = np.stack([(c.astype(np.float32) - (g - 1) / 2.0) / g for c in cidx])
+    kpos = np.clip((p_new - lo_b) / b, 0.0, nb_ - 1.0)
+    val = ndi.map_coordinates(prof, np.vstack([cpts, kpos[None, :]]), order=1, mode="nearest")
+    newval = (1.0 - w) * sub[cidx] + w * val
+    out = vol.copy()
+    changed = np.zeros(vol.shape, dtype=bool)
+    sel = tuple(c[use] + lo[i] for i, c in enumerate(cidx))
+    out[sel] = newval[use]
+    changed[sel] = True
+    return out, changed

@@ -1,0 +1,273 @@
+"""The subject's own skin: head mask, face region, signed distance and facial depth maps.
+
+Pure functions on canonical (RAS-ordered) arrays, shared by the masking methods
+(:mod:`isyb_dask.deface.maskface`, :mod:`isyb_dask.deface.reface`) and by the tests that
+measure how far the facial surface moved:
+
+* :func:`skin_threshold` / :func:`head_mask_full`: the head (object) mask of the whole image,
+  with the cavities that open to the outside in front of the face (nostrils, mouth) filled
+  by a ray along the face normal;
+* :func:`extend_face_region`: the template's face region carried to the subject, continued
+  outside the template's field of view by its nearest value (a template whose FOV cuts the
+  nose tip must not keep the subject's nose tip) and towards the volume edge on the face
+  side (as mask_face extends its box);
+* :func:`signed_distance`: signed distance (mm) to the skin, negative inside the head;
+* :func:`skin_depth_map` / :func:`surface_depth_change`: the outermost skin point of every
+  column along the face normal and the change of that depth between two images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = [
+    "FaceRegionError",
+    "extend_face_region",
+    "head_mask_full",
+    "signed_distance",
+    "skin_depth_map",
+    "skin_threshold",
+    "surface_depth_change",
+]
+
+
+class FaceRegionError(ValueError):
+    """The face region is empty or holds no skin ("resulting ROI is too small")."""
+
+
+def skin_threshold(data: np.ndarray, bins: int = 256) -> float:
+    """Half the Otsu threshold of the positive voxels (skin/air boundary of a T1w).
+
+    Otsu's threshold separates air from tissue as a whole; half of it lies on the air side of
+    the (darker) skin and subcutaneous layers, so thin skin is not lost.
+    """
+    v = np.asarray(data, dtype=np.float32).ravel()
+    if v.size > 2_000_000:  # a regular subsample is enough for a histogram threshold
+        v = v[:: v.size // 1_000_000]
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        raise FaceRegionError("image has no positive voxels: no skin to find")
+    hi = float(np.percentile(v, 99.9))
+    counts, edges = np.histogram(np.clip(v, None, hi), bins=bins, range=(0.0, hi))
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    w0 = np.cumsum(counts).astype(np.float64)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(counts * centres) / np.maximum(w0, 1)
+    m1 = ((counts * centres).sum() - np.cumsum(counts * centres)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return 0.5 * float(centres[int(np.argmax(between))])
+
+
+def _ray_fill(mask: np.ndarray, axis: int, sign: int) -> np.ndarray:
+    """Everything behind the first mask voxel met by a ray coming from the face side."""
+    m = np.moveaxis(mask, axis, -1)
+    if sign > 0:
+        m = m[..., ::-1]
+    filled = np.logical_or.accumulate(m, axis=-1)
+    if sign > 0:
+        filled = filled[..., ::-1]
+    return np.moveaxis(filled, -1, axis)
+
+
+def head_mask_full(
+    data: np.ndarray,
+    voxel_mm: np.ndarray,
+    normal: tuple[int, int],
+    *,
+    threshold: float | None = None,
+    close_mm: float = 3.0,
+) -> np.ndarray:
+    """Head mask of the whole image whose outer border is the skin.
+
+    Threshold (:func:`skin_threshold`), closing (``round(close_mm / voxel)`` iterations of
+    the 6-connected structure), largest connected component, 3-D hole filling (background
+    components not touching the border), then filling along the face normal: a voxel is
+    head when a head voxel lies in front of it on its column (so the nostrils, the open
+    mouth and the air under the jaw count as head: the skin is what a ray from the front
+    meets first).
+
+    Parameters
+    ----------
+    data
+        Image (canonical grid).
+    voxel_mm
+        Voxel sizes of the three axes.
+    normal
+        Face normal (voxel axis, sign).
+    threshold
+        Skin threshold (default :func:`skin_threshold`).
+    close_mm
+        Radius of the closing.
+    """
+    d = np.asarray(data, dtype=np.float32)
+    thr = skin_threshold(d) if threshold is None else float(threshold)
+    m = d > thr
+    r = int(max(1, round(close_mm / float(np.min(voxel_mm)))))
+    m = ndi.binary_closing(np.pad(m, r), iterations=r)[r:-r, r:-r, r:-r]
+    lab, n = ndi.label(m)
+    if n == 0:
+        raise FaceRegionError("no head found above the skin threshold")
+    if n > 1:
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        m = lab == int(np.argmax(sizes))
+    # fill holes: background components that do not touch the image border
+    bg, nb_ = ndi.label(~m)
+    border = np.unique(np.concatenate([
+        bg[0].ravel(), bg[-1].ravel(), bg[:, 0].ravel(), bg[:, -1].ravel(),
+        bg[:, :, 0].ravel(), bg[:, :, -1].ravel()]))
+    m = ~np.isin(bg, border[border > 0]) if nb_ else m
+    return m | _ray_fill(m, *normal)
+
+
+def extend_face_region(
+    region: np.ndarray,
+    inside_fov: np.ndarray | None,
+    normal: tuple[int, int],
+    *,
+    head: np.ndarray | None = None,
+    voxel_mm: np.ndarray | None = None,
+    open_mm: float = 3.0,
+    up_mm: float = 0.0,
+    template_tissue: np.ndarray | None = None,
+    extrapolated: bool = False,
+) -> np.ndarray:
+    """Face region continued outside the template FOV and towards the face-side volume edge.
+
+    Parameters
+    ----------
+    region
+        Boolean face region (template face mapped to the subject).
+    inside_fov
+        Boolean: subject voxels that the template's grid covers (None: all).
+    normal
+        Face normal (voxel axis, sign).
+    head
+        Optional subject head mask: the region is first reduced to the subject's tissue it
+        covers, opened with a ball of ``open_mm`` (thin slivers of scalp left by a template
+        whose KEEP mask hugs its own head go; ``round(open_mm / voxel)`` iterations of the
+        6-connected structure), then continued in front of that tissue. This
+        makes masks that mark all air as "remove" (niimath/mydeface style) act on the face
+        only.
+    voxel_mm
+        Voxel sizes (needed with ``head`` and ``up_mm``).
+    template_tissue
+        Optional template head tissue mapped to the subject: the region is reduced to it as
+        well (a KEEP mask that marks all air as "remove" then marks the template's face).
+    extrapolated
+        ``region`` was already continued outside the template FOV (for example resampled
+        from an edge-padded mask): skip the nearest-value extrapolation.
+    up_mm
+        Continue the region this far upwards (superior = +third axis of a canonical grid)
+        so that the eyes and the brow are covered whatever the template's mask leaves.
+    """
+    region = np.asarray(region, dtype=bool)
+    inside = np.ones(region.shape, bool) if inside_fov is None else np.asarray(inside_fov, bool)
+    out = region.copy()
+    if inside.any() and not inside.all() and not extrapolated:
+        _, idx = ndi.distance_transform_edt(~inside, return_indices=True)
+        out = np.where(inside, region, region[tuple(idx)])
+    if head is not None:
+        vox = np.ones(3) if voxel_mm is None else np.asarray(voxel_mm, dtype=float)
+        r = int(max(1, round(open_mm / float(vox.min()))))
+        out = out & np.asarray(head, dtype=bool)
+        if template_tissue is not None:  # no restriction where the template has no data
+            out &= np.asarray(template_tissue, dtype=bool) | ~inside
+        out = ndi.binary_opening(out, iterations=r)
+    if not out.any():
+        return out
+    if up_mm > 0:
+        vox = np.ones(3) if voxel_mm is None else np.asarray(voxel_mm, dtype=float)
+        n = int(round(up_mm / vox[2]))
+        cs = np.cumsum(out, axis=2, dtype=np.int32)
+        lagged = np.zeros_like(cs)
+        if n + 1 < cs.shape[2]:
+            lagged[:, :, n + 1:] = cs[:, :, : -(n + 1)]
+        out = (cs - lagged) > 0
+    axis, sign = normal
+    return out | _ray_fill(out, axis, -sign)
+
+
+def signed_distance(head: np.ndarray, voxel_mm: np.ndarray) -> np.ndarray:
+    """Signed Euclidean distance (mm) to the skin: positive in air, negative in the head.
+
+    Voxel centres on the border get +-half a voxel so the zero level lies between them.
+    """
+    head = np.asarray(head, dtype=bool)
+    vox = np.asarray(voxel_mm, dtype=float)
+    out = ndi.distance_transform_edt(~head, sampling=vox).astype(np.float32)
+    inside = ndi.distance_transform_edt(head, sampling=vox).astype(np.float32)
+    half = np.float32(0.5 * float(vox.min()))
+    return np.where(head, -inside + half, out - half)
+
+
+def skin_depth_map(
+    data: np.ndarray, threshold: float, normal: tuple[int, int], voxel_mm: np.ndarray
+) -> np.ndarray:
+    """Position (mm along the face normal, outwards) of the outermost skin point per column.
+
+    The image is lightly smoothed (Gaussian, sigma 1 mm) and the crossing of ``threshold``
+    is located with linear interpolation between the last voxel above it and the next one.
+    Columns without tissue are NaN. The map has the image shape without the normal axis.
+    """
+    axis, sign = normal
+    vox = np.asarray(voxel_mm, dtype=float)
+    d = ndi.gaussian_filter(np.asarray(data, dtype=np.float32), 1.0 / vox)
+    d = np.moveaxis(d, axis, -1)
+    if sign < 0:
+        d = d[..., ::-1]
+    above = d > threshold
+    n = d.shape[-1]
+    has = above.any(axis=-1)
+    last = n - 1 - np.argmax(above[..., ::-1], axis=-1)
+    nxt = np.minimum(last + 1, n - 1)
+    v0 = np.take_along_axis(d, last[..., None], -1)[..., 0]
+    v1 = np.take_along_axis(d, nxt[..., None], -1)[..., 0]
+    frac = np.where((nxt > last) & (v0 > v1), (v0 - threshold) / np.maximum(v0 - v1, 1e-6), 0.0)
+    pos = (last + np.clip(frac, 0.0, 1.0)) * vox[axis]
+    return np.where(has, pos, np.nan)
+
+
+def surface_depth_change(
+    original: np.ndarray,
+    changed: np.ndarray,
+    region: np.ndarray,
+    normal: tuple[int, int],
+    voxel_mm: np.ndarray,
+    *,
+    threshold: float | None = None,
+) -> dict[str, float]:
+    """How far the facial surface moved along the face normal between two images.
+
+    The columns measured are those whose original outermost skin point lies inside
+    ``region`` (the face). A column without skin after defacing counts as moved by its
+    original depth (its whole extent was removed).
+
+    Returns
+    -------
+    dict
+        ``median_mm``, ``p25_mm``, ``p75_mm``, ``frac_ge4mm`` (fraction of columns moved by
+        at least 4 mm) and ``columns``.
+    """
+    axis, sign = normal
+    thr = skin_threshold(original) if threshold is None else float(threshold)
+    before = skin_depth_map(original, thr, normal, voxel_mm)
+    after = skin_depth_map(changed, thr, normal, voxel_mm)
+    vox = np.asarray(voxel_mm, dtype=float)
+    reg = np.moveaxis(np.asarray(region, dtype=bool), axis, -1)
+    if sign < 0:
+        reg = reg[..., ::-1]
+    k = np.clip(np.nan_to_num(before / vox[axis]).round().astype(int), 0, reg.shape[-1] - 1)
+    on_face = np.isfinite(before) & np.take_along_axis(reg, k[..., None], -1)[..., 0]
+    if not on_face.any():
+        nan = float("nan")
+        return {"median_mm": nan, "p25_mm": nan, "p75_mm": nan, "frac_ge4mm": nan, "columns": 0}
+    diff = np.where(np.isfinite(after), np.abs(after - before), before)[on_face]
+    return {
+        "median_mm": float(np.median(diff)),
+        "p25_mm": float(np.percentile(diff, 25)),
+        "p75_mm": float(np.percentile(diff, 75)),
+        "frac_ge4mm": float(np.mean(diff >= 4.0)),
+        "columns": int(on_face.sum()),
+    }
