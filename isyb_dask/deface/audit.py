@@ -34,6 +34,7 @@ import numpy as np
 
 from isyb_dask.deface.render import VIEW_YAWS, render_geometry, render_views
 from isyb_dask.errors import IsybError
+from isyb_dask.io.derivatives import write_sidecar
 
 __all__ = [
     "AuditUnavailableError",
@@ -283,10 +284,24 @@ def audit_defaced(
         if fig_dir is not None:
             png = fig_dir / f"{sub}_desc-defaced{name}_render.png"
             row["render"] = str(write_render_png(views, png))
+            write_sidecar(png, {
+                "Description": f"3-D skin-surface renders of the T1w defaced with template "
+                               f"{name} (views: yaw {', '.join(f'{y:g}' for y in yaws)} deg)",
+                "Template": name, "FaceDetected": row["face_detected"],
+                "FaceScore": row["face_score"], "ViewScores": row["view_scores"],
+            })
         row["audit_seconds"] = time.perf_counter() - t1 + base / max(len(defaced), 1)
         results[name] = row
     if out_dir is not None:
-        _save_embeddings(embeddings_path(out_dir, sub), emb)
+        epath = embeddings_path(out_dir, sub)
+        _save_embeddings(epath, emb)
+        write_sidecar(epath, {
+            "Description": "128-d dlib face descriptors of the original and defaced renders, "
+                           "one row per view; biometric identifiers (file mode 0600), never "
+                           "copied into results.zarr; used only for the group re-identification "
+                           "test",
+            "Arrays": sorted(emb),
+        })
     return results
 
 
