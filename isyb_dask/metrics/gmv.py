@@ -61,7 +61,9 @@ def gm_probability(
     Returns
     -------
     gm, info
-        float32 GM probability (0 outside the brain) and ``{"source": ...}``.
+        float32 GM probability (0 outside the brain) and ``{"source": ...}``; when the
+        segmentation ran, ``info["posteriors"]`` holds the ``(3, X, Y, Z)`` CSF, GM, WM
+        posteriors.
     """
     try:
         from isyb_dask.qc.anat_masks import n4_correct
@@ -73,6 +75,7 @@ def gm_probability(
         post, seg = segment_tissues(inu, brain, priors, prior_weight=prior_weight)
         info = {"source": "segmentation (GMM with atlas priors)"}
         info.update({k: v for k, v in seg.items() if np.isscalar(v)})
+        info["posteriors"] = post  # (3, X, Y, Z) CSF, GM, WM (cortical thickness)
         return np.asarray(post[1], dtype=np.float32), info
     except (ImportError, ValueError, RuntimeError) as exc:
         gm = np.asarray(priors[1], dtype=np.float32) * brain
