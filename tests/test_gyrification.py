@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from isyb_dask.metrics.gyrification import (
     local_gyrification,
@@ -20,8 +21,14 @@ def _patch(profile, size_mm=90.0, depth_mm=24.0, vox=0.5):
     nz = int(depth_mm / vox) + 16
     x = (np.arange(n) - n / 2) * vox
     z = np.arange(nz) * vox
-    top = 12.0 + profile(x)
-    field = np.clip(0.5 + (top[:, None, None] - z[None, None, :]) / vox, 0, 1)
+    # signed distance (mm) to the profile curve in the x-z plane, positive below it
+    xf = np.linspace(x[0] - 5, x[-1] + 5, 40 * n)
+    curve = np.stack([xf, 12.0 + profile(xf)], axis=1)
+    xx, zz = np.meshgrid(x, z, indexing="ij")
+    dist, _ = cKDTree(curve).query(np.stack([xx.ravel(), zz.ravel()], axis=1))
+    below = zz.ravel() < 12.0 + profile(xx.ravel())
+    sd = np.where(below, dist, -dist).reshape(n, nz)
+    field = np.clip(0.5 + sd / vox, 0, 1)[:, None, :]
     field = np.broadcast_to(field, (n, n, nz)).copy()
     aff = np.diag([vox, vox, vox, 1.0])
     aff[:2, 3] = -n / 2 * vox
