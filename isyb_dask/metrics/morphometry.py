@@ -1,0 +1,195 @@
+"""Cortical thickness (CT), surface area (SA) and LGI of one subject on fsLR 32k.
+
+* CT: the Laplace/Eulerian thickness map (:mod:`isyb_dask.metrics.thickness`) of the
+  subject's tissue posteriors, sampled at mid-ribbon depths (0.3, 0.5, 0.7 between the
+  white and pial surfaces placed in T1w space) with masked trilinear interpolation over GM
+  voxels only (:func:`isyb_dask.metrics.sampling.build_sampler`); a cortical vertex whose
+  samples all miss the GM takes the thickness of the nearest GM voxel within
+  ``fill_mm`` of its midthickness point (the placed surfaces follow the subject's folding
+  only approximately), else NaN.
+* SA: one third of the area of the incident triangles of the midthickness surface in T1w
+  space (:mod:`isyb_dask.metrics.areal`), mm^2.
+* LGI: Schaer's ratio from the subject's own pial iso-surface and hull
+  (:mod:`isyb_dask.metrics.gyrification`), read at the nearest hull vertex of each fsLR pial
+  vertex in T1w space.
+
+The medial wall (``fslr.cortex == False``) is NaN for all three, as for the other metrics.
+Surfaces are ``{"L"|"R": {"white"|"midthickness"|"pial": (32492, 3)}}`` in the T1w's world
+RAS mm (``SubjectAnatomy.surfaces``); :func:`place_fslr_affine` builds them from the
+T1w -> MNI affine until non-linear surfaces are available.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from isyb_dask.metrics.areal import vertex_areas
+from isyb_dask.metrics.fslr import N_VERTICES, FsLR32k, load_fslr32k
+from isyb_dask.metrics.gyrification import lgi_at_points, local_gyrification
+from isyb_dask.metrics.sampling import build_sampler
+from isyb_dask.metrics.thickness import laplace_thickness
+
+__all__ = ["CT_DEPTHS", "place_fslr_affine", "surface_morphometry", "surfaces_as_fslr"]
+
+#: Relative depths at which the thickness map is sampled (mid-ribbon).
+CT_DEPTHS: tuple[float, ...] = (0.3, 0.5, 0.7)
+_KINDS = ("white", "midthickness", "pial")
+
+
+def place_fslr_affine(t1w_to_mni: np.ndarray, fslr: FsLR32k | None = None) -> dict:
+    """The S1200 fsLR surfaces mapped into T1w world space by an affine.
+
+    Parameters
+    ----------
+    t1w_to_mni
+        4x4 world affine ``x_mni = A @ x_t1w``.
+    fslr
+        Surfaces (default :func:`load_fslr32k`).
+
+    Returns
+    -------
+    dict
+        ``{"L"|"R": {"white"|"midthickness"|"pial": (32492, 3)}}`` in T1w mm.
+    """
+    fslr = fslr if fslr is not None else load_fslr32k()
+    inv = np.linalg.inv(np.asarray(t1w_to_mni, dtype=np.float64))
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for h in ("L", "R"):
+        sl = fslr.hemi_slice(h)
+        out[h] = {k: fslr.coords[k][sl] @ inv[:3, :3].T + inv[:3, 3] for k in _KINDS}
+    return out
+
+
+def surfaces_as_fslr(surfaces: dict, fslr: FsLR32k) -> FsLR32k:
+    """Wrap per-hemisphere T1w surfaces as an :class:`FsLR32k` (for the samplers).
+
+    Raises
+    ------
+    ValueError
+        If a surface is missing or not ``(32492, 3)``.
+    """
+    coords = {}
+    for k in _KINDS:
+        parts = []
+        for h in ("L", "R"):
+            try:
+                xyz = np.asarray(surfaces[h][k], dtype=np.float64)
+            except (KeyError, TypeError):
+                raise ValueError(f"surfaces: no {h} {k} surface") from None
+            if xyz.shape != (N_VERTICES // 2, 3):
+                raise ValueError(f"surfaces: {h} {k} has shape {xyz.shape}, not (32492, 3)")
+            parts.append(xyz)
+        coords[k] = np.concatenate(parts)
+    return FsLR32k(coords=coords, faces=fslr.faces, cortex=fslr.cortex, hemi=fslr.hemi)
+
+
+def _posteriors(posteriors) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(posteriors, dict):
+        return np.asarray(posteriors["gm"]), np.asarray(posteriors["wm"])
+    arr = np.asarray(posteriors)
+    if arr.ndim != 4 or arr.shape[0] != 3:
+        raise ValueError(f"posteriors must be (3, X, Y, Z) CSF, GM, WM; got {arr.shape}")
+    return arr[1], arr[2]
+
+
+def _sample_ct(thick, gm, affine, surf, fill_mm):
+    sampler = build_sampler(thick.shape, affine, mask=gm, depths=CT_DEPTHS, surf=surf)
+    ct = sampler.apply(thick)
+    todo = surf.cortex & ~np.isfinite(ct)
+    n_fill = 0
+    if todo.any() and gm.any():
+        vox = np.argwhere(gm)
+        world = vox @ affine[:3, :3].T + affine[:3, 3]
+        dist, idx = cKDTree(world).query(surf.coords["midthickness"][todo])
+        ok = dist <= fill_mm
+        vals = np.full(int(todo.sum()), np.nan, dtype=np.float32)
+        vals[ok] = thick[tuple(vox[idx[ok]].T)]
+        ct[todo] = vals
+        n_fill = int(ok.sum())
+    return ct, n_fill
+
+
+def surface_morphometry(
+    posteriors,
+    affine: np.ndarray,
+    surfaces: dict,
+    fslr: FsLR32k | None = None,
+    *,
+    fill_mm: float = 4.0,
+    lgi_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """CT, SA and LGI of one subject on the 64,984 fsLR 32k vertices.
+
+    Parameters
+    ----------
+    posteriors
+        ``{"csf", "gm", "wm"}`` arrays or a ``(3, X, Y, Z)`` CSF, GM, WM stack.
+    affine
+        Voxel-to-world affine of the posteriors' grid (T1w world RAS mm).
+    surfaces
+        ``{"L"|"R": {"white"|"midthickness"|"pial": (32492, 3)}}`` in the same world space.
+    fslr
+        fsLR 32k topology and medial wall (default :func:`load_fslr32k`).
+    fill_mm
+        Largest distance from a vertex to the GM voxel whose thickness it may take.
+    lgi_kwargs
+        Extra arguments of :func:`~isyb_dask.metrics.gyrification.local_gyrification`.
+
+    Returns
+    -------
+    dict
+        ``"CT"``, ``"SA"``, ``"LGI"``: ``(64984,)`` float32, NaN on the medial wall;
+        ``"thickness"``: native float32 thickness map (mm, 0 outside the GM);
+        ``"info"``: medians, totals, fill counts and CPU seconds per step.
+    """
+    fslr = fslr if fslr is not None else load_fslr32k()
+    affine = np.asarray(affine, dtype=np.float64)
+    surf = surfaces_as_fslr(surfaces, fslr)
+    p_gm, p_wm = _posteriors(posteriors)
+    zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    cpu = {}
+    t0 = time.process_time()
+    res = laplace_thickness(p_gm, p_wm, zooms)
+    ct, n_fill = _sample_ct(res.thickness, res.gm, affine, surf, fill_mm)
+    cpu["CT"] = time.process_time() - t0
+    t0 = time.process_time()
+    sa = np.concatenate(
+        [
+            vertex_areas(surf.coords["midthickness"][fslr.hemi_slice(h)], fslr.hemi_faces(h))
+            for h in ("L", "R")
+        ]
+    ).astype(np.float32)
+    cpu["SA"] = time.process_time() - t0
+    t0 = time.process_time()
+    tissue = np.clip(np.nan_to_num(p_gm.astype(np.float32) + p_wm.astype(np.float32)), 0, 1)
+    lgi_res = local_gyrification(tissue, affine, **(lgi_kwargs or {}))
+    lgi = lgi_at_points(lgi_res, surf.coords["pial"])
+    cpu["LGI"] = time.process_time() - t0
+    out = {"CT": ct.astype(np.float32), "SA": sa, "LGI": lgi}
+    for arr in out.values():
+        arr[~fslr.cortex] = np.nan
+    gm_t = res.thickness[res.gm]
+    info = {
+        "ct_method": "Laplace/Eulerian PDE thickness (Jones 2000; Yezzi & Prince 2003)",
+        "ct_median_voxel_mm": float(np.median(gm_t)) if gm_t.size else float("nan"),
+        "ct_median_vertex_mm": float(np.nanmedian(out["CT"])),
+        "ct_vertices_filled_nearest_gm": n_fill,
+        "ct_iterations": res.iterations,
+        "sa_total_mm2": float(np.nansum(sa)),
+        "sa_total_with_medial_wall_mm2": float(
+            sum(
+                vertex_areas(surf.coords["midthickness"][fslr.hemi_slice(h)], fslr.hemi_faces(h))
+                .sum()
+                for h in ("L", "R")
+            )
+        ),
+        "lgi_mean": float(np.nanmean(out["LGI"])),
+        "pial_area_mm2": lgi_res.pial_area,
+        "hull_area_mm2": lgi_res.hull_area,
+        "cpu_s": cpu,
+    }
+    return {**out, "thickness": res.thickness, "info": info}
