@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-VOLUNTEER = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "heads"
+VOLUNTEER = Path(os.environ.get("ISYB_SHARED_DATA", "/work/shared/data")) / "heads"
 
 
 def posteriors_of(t1w: Path):

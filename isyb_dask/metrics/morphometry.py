@@ -193,3 +193,91 @@ def surface_morphometry(
         "cpu_s": cpu,
     }
     return {**out, "thickness": res.thickness, "info": info}
+
+
+def t1w_morphometry(
+    seg_info: dict[str, Any],
+    t1w_img,
+    t1w_to_mni: np.ndarray,
+    fslr: FsLR32k,
+    *,
+    anatomy=None,
+) -> dict[str, Any]:
+    """CT/SA/LGI for the metrics stage from its segmentation (or a ``SubjectAnatomy``).
+
+    Parameters
+    ----------
+    seg_info
+        ``info`` of :func:`isyb_dask.metrics.gmv.gm_probability` (holds ``"posteriors"``
+        when the segmentation ran).
+    t1w_img
+        The canonical T1w image the posteriors are on.
+    t1w_to_mni
+        World affine used to place the fsLR surfaces when ``anatomy`` has none.
+    fslr
+        fsLR 32k surfaces.
+    anatomy
+        Optional ``isyb_dask.anat.reference.SubjectAnatomy``: its posteriors (canonical
+        grid, ``anatomy.canonical.affine``) and ``surfaces`` are preferred when present.
+
+    Returns
+    -------
+    dict
+        As :func:`surface_morphometry`, ``info["surfaces"]`` says which surfaces were used.
+
+    Raises
+    ------
+    ValueError
+        If no tissue posteriors are available (the segmentation fell back to the priors).
+    """
+    surfaces = getattr(anatomy, "surfaces", None)
+    if anatomy is not None and getattr(anatomy, "posteriors", None):
+        post, affine = anatomy.posteriors, anatomy.canonical.affine
+    else:
+        post, affine = seg_info.get("posteriors"), t1w_img.affine
+    if post is None:
+        raise ValueError(
+            f"no tissue posteriors for CT/LGI ({seg_info.get('source', 'segmentation failed')})"
+        )
+    how = "anatomy surfaces (SubjectAnatomy.surfaces)"
+    if surfaces is None:
+        surfaces = place_fslr_affine(t1w_to_mni, fslr)
+        how = "S1200 fsLR surfaces placed by the T1w->MNI affine"
+    res = surface_morphometry(post, affine, surfaces, fslr)
+    res["info"]["surfaces"] = how
+    return res
+
+
+def surface_provenance(
+    found: dict[str, Any], sources: dict[str, list], computed=()
+) -> dict[str, str]:
+    """Where each of CT/SA/LGI comes from.
+
+    Parameters
+    ----------
+    found
+        Metrics with values so far.
+    sources
+        ``{metric: [files]}``.
+    computed
+        Metrics computed here from the T1w (the others in ``found`` were read from
+        ``--surface-derivatives``).
+
+    Returns
+    -------
+    dict
+        ``{metric: "computed: ..." | "FreeSurfer-derived: <files>"}`` for the metrics found.
+    """
+    methods = {
+        "CT": "Laplace/Eulerian thickness of the T1w's tissue posteriors, mid-ribbon sampled",
+        "SA": "vertex area of the fsLR midthickness surface in T1w space",
+        "LGI": "Schaer LGI of the T1w's own pial iso-surface and 15 mm closing hull",
+    }
+    out = {}
+    for m in ("CT", "SA", "LGI"):
+        if m in computed:
+            out[m] = f"computed: {methods[m]}"
+        elif m in found:
+            names = ", ".join(str(getattr(p, "name", p)) for p in sources.get(m, []))
+            out[m] = f"FreeSurfer-derived: {names}"
+    return out
