@@ -155,6 +155,7 @@ def local_gyrification(
     closing_diameter_mm: float = 15.0,
     radius_mm: float = 25.0,
     cell_mm: float = 3.0,
+    sulci: np.ndarray | None = None,
 ) -> LGIResult:
     """LGI of a brain-tissue (GM + WM) fraction map.
 
@@ -170,6 +171,10 @@ def local_gyrification(
         Radius of the region around each hull point.
     cell_mm
         Size of the cells hull vertices are pooled into.
+    sulci
+        Optional bool mask of reconstructed sulcal CSF inside the tissue (e.g. the
+        thickness skeleton): carved out of the pial surface after the interior holes are
+        filled (it is enclosed tissue, so hole filling would otherwise restore it).
 
     Returns
     -------
@@ -187,6 +192,8 @@ def local_gyrification(
     zooms = _zooms(affine)
     filled = ndimage.binary_fill_holes(mask)
     pial_field = np.where(filled & ~mask, 1.0, tissue)
+    if sulci is not None:
+        pial_field[np.asarray(sulci, dtype=bool)] = 0.0
     p_v, p_f = iso_surface(pial_field, affine)
     hull = outer_hull(filled, zooms, closing_diameter_mm)
     h_field = ndimage.gaussian_filter(hull.astype(np.float32), 1.0)

@@ -96,6 +96,26 @@ def _posteriors(posteriors) -> tuple[np.ndarray, np.ndarray]:
     return arr[1], arr[2]
 
 
+def _open_sulci(skeleton, tissue, zooms, reach_vox: float = 2.5, min_voxels: int = 8):
+    """Skeleton components that reach to within ``reach_vox`` voxels of the outside.
+
+    Those continue a sulcus opening to the brain surface; isolated components deep in the
+    tissue would only add closed bubbles to the pial iso-surface and are dropped.
+    """
+    if skeleton is None or not skeleton.any():
+        return None
+    from scipy import ndimage
+
+    d_out = ndimage.distance_transform_edt(tissue >= 0.5)  # in voxels
+    lab, n = ndimage.label(skeleton, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return None
+    near = ndimage.minimum(d_out, lab, index=np.arange(1, n + 1))
+    size = ndimage.sum(np.ones_like(d_out), lab, index=np.arange(1, n + 1))
+    keep = np.concatenate([[False], (np.asarray(near) <= reach_vox) & (np.asarray(size) >= min_voxels)])
+    return keep[lab]
+
+
 def _sample_ct(thick, gm, affine, surf, fill_mm):
     sampler = build_sampler(thick.shape, affine, mask=gm, depths=CT_DEPTHS, surf=surf)
     ct = sampler.apply(thick)
@@ -166,7 +186,9 @@ def surface_morphometry(
     cpu["SA"] = time.process_time() - t0
     t0 = time.process_time()
     tissue = np.clip(np.nan_to_num(p_gm.astype(np.float32) + p_wm.astype(np.float32)), 0, 1)
-    lgi_res = local_gyrification(tissue, affine, **(lgi_kwargs or {}))
+    # the reconstructed sulci of the thickness step open the pial surface too
+    sulci = _open_sulci(res.skeleton, tissue, zooms)
+    lgi_res = local_gyrification(tissue, affine, sulci=sulci, **(lgi_kwargs or {}))
     lgi = lgi_at_points(lgi_res, surf.coords["pial"])
     cpu["LGI"] = time.process_time() - t0
     out = {"CT": ct.astype(np.float32), "SA": sa, "LGI": lgi}

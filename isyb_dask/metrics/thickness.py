@@ -51,12 +51,15 @@ class ThicknessResult:
         ``{"laplace": n, "l0": n, "l1": n}`` iterations used.
     n_skeleton
         GM voxels relabelled as sulcal CSF by :func:`sulcal_skeleton`.
+    skeleton
+        Their bool mask (or None).
     """
 
     thickness: np.ndarray
     gm: np.ndarray
     iterations: dict[str, int]
     n_skeleton: int = 0
+    skeleton: np.ndarray | None = None
 
 
 def tissue_labels(p_gm: np.ndarray, p_wm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -296,6 +299,7 @@ def laplace_thickness(
     p_wm_p = np.pad(np.clip(np.nan_to_num(p_wm.astype(np.float32)), 0, 1), 1)
     pshape = labels.shape
     n_ridge = 0
+    ridge = None
     if reconstruct_sulci:
         ridge = sulcal_skeleton(labels, zooms)
         n_ridge = int(ridge.sum())
@@ -344,4 +348,5 @@ def laplace_thickness(
         gm=gm[1:-1, 1:-1, 1:-1].copy(),
         iterations={"laplace": n_lap, "l0": n0, "l1": n1},
         n_skeleton=n_ridge,
+        skeleton=None if ridge is None else ridge[1:-1, 1:-1, 1:-1].copy(),
     )
