@@ -79,8 +79,10 @@ def test_place_fslr_affine_inverts_the_chain():
 
 def _cifti_91k(path, values, fs):
     """fMRIPrep-like 91k dscalar: both cortices (grayordinates) plus a subcortical model."""
-    verts = [np.flatnonzero(fs.cortex[:N_VERTICES_HEMI]), np.flatnonzero(fs.cortex[N_VERTICES_HEMI:])]
-    vox = np.array([[40, 50, 30], [41, 50, 30]])
+    verts = [
+        np.flatnonzero(fs.cortex[:N_VERTICES_HEMI]),
+        np.flatnonzero(fs.cortex[N_VERTICES_HEMI:]),
+    ]
     bm = (
         nb.cifti2.BrainModelAxis.from_surface(verts[0], N_VERTICES_HEMI, "CortexLeft")
         + nb.cifti2.BrainModelAxis.from_surface(verts[1], N_VERTICES_HEMI, "CortexRight")
@@ -93,9 +95,8 @@ def _cifti_91k(path, values, fs):
     data = np.concatenate(
         [values[:N_VERTICES_HEMI][verts[0]], values[N_VERTICES_HEMI:][verts[1]], [7.0, 7.0]]
     )
-    assert vox.shape[0] == 2
-    nb.save(nb.Cifti2Image(data[None].astype(np.float32), header=(nb.cifti2.ScalarAxis(["x"]), bm)),
-            str(path))
+    header = (nb.cifti2.ScalarAxis(["x"]), bm)
+    nb.save(nb.Cifti2Image(data[None].astype(np.float32), header=header), str(path))
 
 
 def test_fmriprep_morphometric_cifti_with_sessions(tmp_path):
@@ -148,7 +149,8 @@ def test_stage_freesurfer_values_win_and_provenance(tmp_path, monkeypatch):
     fs_ct = np.full(64984, 2.75)
     _cifti_91k(deriv / "sub-0001_space-fsLR_den-91k_thickness.dscalar.nii", fs_ct, fs)
     cfg = MetricsConfig(write_mni=False, surface_derivatives=tmp_path / "fmriprep")
-    res = stage_mod.run_metrics(SubjectInputs(subject="sub-0001", t1w=t1w), cfg, tmp_path / "out", None)
+    inp = SubjectInputs(subject="sub-0001", t1w=t1w)
+    res = stage_mod.run_metrics(inp, cfg, tmp_path / "out", None)
     idx = {m: i for i, m in enumerate(SURFACE_METRICS)}
     prov = res["info"]["surface_provenance"]
     assert prov["CT"].startswith("FreeSurfer-derived") and "den-91k_thickness" in prov["CT"]

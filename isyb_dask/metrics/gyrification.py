@@ -86,7 +86,9 @@ def iso_surface(
     return verts @ aff[:3, :3].T + aff[:3, 3], faces.astype(np.int64)
 
 
-def outer_hull(mask: np.ndarray, zooms: tuple[float, ...], diameter_mm: float = 15.0) -> np.ndarray:
+def outer_hull(
+    mask: np.ndarray, zooms: tuple[float, ...], diameter_mm: float = 15.0
+) -> np.ndarray:
     """Morphological closing with a Euclidean ball (exact, via distance transforms).
 
     Parameters
@@ -217,7 +219,10 @@ def local_gyrification(
     c_pial = np.bincount(cell, weights=p_on_hull, minlength=n_cells)
     wsum = np.maximum(c_hull, 1e-12)
     centre = np.stack(
-        [np.bincount(cell, weights=h_v[:, k] * h_area, minlength=n_cells) / wsum for k in range(3)],
+        [
+            np.bincount(cell, weights=h_v[:, k] * h_area, minlength=n_cells) / wsum
+            for k in range(3)
+        ],
         axis=1,
     )
     num, den = _pool_geodesic(h_f, cell, centre, c_pial, c_hull, radius_mm)

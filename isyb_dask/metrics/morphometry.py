@@ -112,7 +112,8 @@ def _open_sulci(skeleton, tissue, zooms, reach_vox: float = 2.5, min_voxels: int
         return None
     near = ndimage.minimum(d_out, lab, index=np.arange(1, n + 1))
     size = ndimage.sum(np.ones_like(d_out), lab, index=np.arange(1, n + 1))
-    keep = np.concatenate([[False], (np.asarray(near) <= reach_vox) & (np.asarray(size) >= min_voxels)])
+    ok = (np.asarray(near) <= reach_vox) & (np.asarray(size) >= min_voxels)
+    keep = np.concatenate([[False], ok])
     return keep[lab]
 
 

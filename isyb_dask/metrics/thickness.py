@@ -97,7 +97,8 @@ def sulcal_skeleton(
     sulcus is reconstructed as the ridge of the distance to the WM inside the GM, where the
     WM reached from either side belongs to different banks. A GM voxel is on it when, along
     one of the 13 lattice directions, (a) its WM distance is not smaller than either
-    neighbour's and neither neighbour is WM, (b) the WM points nearest to the two neighbours lie on opposite sides of it
+    neighbour's and neither neighbour is WM, (b) the WM points nearest to the two
+    neighbours lie on opposite sides of it
     (the angle between the two directions has a cosine <= ``max_cos``: the medial-axis
     test; a tangential bump of the distance map on a flat or curved sheet points to WM on one
     side only), and (c) it lies at least ``min_csf_distance_vox`` voxels from labelled CSF
