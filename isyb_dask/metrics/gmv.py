@@ -64,7 +64,9 @@ def gm_probability(
     Returns
     -------
     gm, info
-        float32 GM probability (0 outside the brain) and ``{"source": ..., "fallback": bool}``.
+        float32 GM probability (0 outside the brain) and ``{"source": ..., "fallback": bool}``;
+        when the segmentation ran, ``info["posteriors"]`` holds the ``(3, X, Y, Z)`` CSF, GM,
+        WM posteriors.
     """
     from isyb_dask.qc.anat_masks import n4_correct
     from isyb_dask.qc.segmentation import segment_tissues
@@ -76,6 +78,7 @@ def gm_probability(
         post, seg = segment_tissues(inu, brain, priors, prior_weight=prior_weight)
         info = {"source": "segmentation (GMM with atlas priors)", "fallback": False}
         info.update({k: v for k, v in seg.items() if np.isscalar(v)})
+        info["posteriors"] = post  # (3, X, Y, Z) CSF, GM, WM (cortical thickness)
         return np.asarray(post[1], dtype=np.float32), info
     except (IsybError, ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
         gm = np.asarray(priors[1], dtype=np.float32) * brain

@@ -13,7 +13,9 @@
   in the superficial white matter just below the white surface (``*_WM``, depths -1 to
   -0.25 of the local thickness);
 * ASL: white-paper CBF sampled in the ribbon;
-* CT/SA/LGI from a derivatives folder when given (:mod:`isyb_dask.metrics.structural`).
+* CT/SA/LGI from a derivatives folder when given (:mod:`isyb_dask.metrics.structural`),
+  else computed from the T1w's tissue posteriors (:mod:`isyb_dask.metrics.morphometry`);
+  ``info["surface_provenance"]`` and the GIFTI sidecars say which.
 
 Failure policy: a corrupt image file (unreadable, truncated, constant, non-finite, wrong
 dimensions; every input image is checked before any computation) raises ``InputError``
@@ -511,6 +513,38 @@ def _asl(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer)
     return {"values": out, "info": {"asl_to_t1w_metric": checks["metric"]}}
 
 
+def _morphometry(ginfo, t1_img, chain, surf, writer, inputs, found, missing, sources, info,
+                 anatomy=None):
+    """CT, SA, LGI from the T1w's posteriors unless FreeSurfer-derived values were read."""
+    from isyb_dask.metrics.morphometry import surface_provenance, t1w_morphometry
+
+    todo = [m for m in ("CT", "SA", "LGI") if m not in found]
+    info["surface_provenance"] = surface_provenance(found, sources, computed=())
+    if not todo:
+        return
+    try:
+        res = t1w_morphometry(ginfo, t1_img, chain.t1w_to_mni, surf, anatomy=anatomy)
+    except _FAILURES as exc:
+        for m in todo:
+            missing[m] = f"failed: {type(exc).__name__}: {exc}"
+        return
+    for m in todo:
+        found[m] = res[m]
+        sources[m] = [inputs.t1w]
+    info["surface_provenance"] = surface_provenance(found, sources, computed=todo)
+    info["morphometry"] = res["info"]
+    writer.write(
+        res["thickness"],
+        t1_img,
+        chain.t1w_to_mni,
+        "anat",
+        "T1w",
+        desc="thickness",
+        sources=[inputs.t1w],
+        meta={"Units": "mm", "Description": "cortical thickness, Laplace/Eulerian PDE (GM)"},
+    )
+
+
 def _check_inputs(inp, cfg: MetricsConfig, *, skip: tuple = ()) -> None:
     """Fail fast (before any registration) on a corrupt or truncated image.
 
@@ -609,7 +643,9 @@ def run_metrics(
     skip = tuple(p for p, ref in ((inputs.t1w, anatomy), (inputs.bold, bold_ref))
                  if ref is not None)
     _check_inputs(inputs, cfg, skip=skip)
-    struct, miss, src = read_structural_metrics(cfg.surface_derivatives, subject, surf=surf)
+    struct, miss, src = read_structural_metrics(
+        cfg.surface_derivatives, subject, surf=surf, session=inputs.session
+    )
     found.update(struct)
     missing.update(miss)
     sources.update(src)
@@ -667,6 +703,9 @@ def run_metrics(
             )
         except _FAILURES as exc:
             missing["GMV"] = f"failed: {type(exc).__name__}: {exc}"
+        else:
+            _morphometry(ginfo, t1_img, chain, surf, writer, inputs, found, missing, sources, info,
+                         anatomy=anatomy)
         for attr, label, metrics, fn in _MODALITIES:
             if getattr(inputs, attr) is None:
                 for m in metrics:
@@ -707,7 +746,12 @@ def run_metrics(
                     subject,
                     metric,
                     sources=sources.get(metric, ()),
-                    settings={"depths_gm": cfg.gm_depths, "depths_wm": cfg.wm_depths},
+                    settings={
+                        "depths_gm": cfg.gm_depths,
+                        "depths_wm": cfg.wm_depths,
+                        **({"provenance": info["surface_provenance"][metric]}
+                           if metric in info.get("surface_provenance", {}) else {}),
+                    },
                     session=inputs.session,
                 )
     return {"values": values, "missing": missing, "info": info,

@@ -15,7 +15,16 @@ case):
   Each must hold 32,492 values.
 * CIFTI-2 dense scalar ``*.dscalar.nii`` whose name holds the key, with
   ``CIFTI_STRUCTURE_CORTEX_LEFT``/``_RIGHT`` brain models on 32,492-vertex surfaces (the
-  first map is used).
+  first map is used). This includes fMRIPrep's morphometric outputs
+  ``sub-X[_ses-Y]_space-fsLR_den-91k_{thickness,curv,sulc}.dscalar.nii`` (91k
+  grayordinates: the subcortical volume models are ignored; ``thickness`` gives CT,
+  ``curv``/``sulc`` are not among the metrics and are not read).
+
+With a session label, files naming that session (``ses-<label>``) are preferred; files of
+another session are never used.
+
+These values are FreeSurfer-derived and win over the ones computed from the T1w
+(:mod:`isyb_dask.metrics.morphometry`); the stage records which in its provenance.
 
 Medial-wall vertices are set to NaN.
 """
@@ -51,7 +60,18 @@ def _hemi_of(name: str) -> str | None:
     return None
 
 
-def find_structural_files(deriv_dir: str | os.PathLike[str], subject: str) -> dict[str, dict]:
+#: fMRIPrep's fsLR morphometric CIFTI outputs (``{key}`` = thickness, curv, sulc).
+FMRIPREP_CIFTI = "{subject}[_ses-{session}]_space-fsLR_den-91k_{key}.dscalar.nii"
+
+
+def _session_ok(name: str, session: str | None) -> bool:
+    m = re.search(r"ses-([a-z0-9]+)", name)
+    return m is None or session is None or m.group(1) == session.lower()
+
+
+def find_structural_files(
+    deriv_dir: str | os.PathLike[str], subject: str, session: str | None = None
+) -> dict[str, dict]:
     """Locate the CT/SA/LGI files of one subject.
 
     Parameters
@@ -60,6 +80,9 @@ def find_structural_files(deriv_dir: str | os.PathLike[str], subject: str) -> di
         Derivatives folder.
     subject
         ``"sub-XX"`` label.
+    session
+        Optional session label (without ``ses-``): files of other sessions are skipped and
+        files naming this one come first.
 
     Returns
     -------
@@ -71,7 +94,10 @@ def find_structural_files(deriv_dir: str | os.PathLike[str], subject: str) -> di
     found: dict[str, dict] = {}
     if not root.is_dir():
         return found
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files = sorted(
+        (p for p in root.rglob("*") if p.is_file() and _session_ok(p.name.lower(), session)),
+        key=lambda p: (session is None or f"ses-{session.lower()}" not in p.name.lower(), p),
+    )
     for metric in STRUCTURAL_KEYS:
         for p in files:
             name = p.name.lower()
@@ -128,6 +154,7 @@ def read_structural_metrics(
     subject: str,
     *,
     surf: FsLR32k | None = None,
+    session: str | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, list[Path]]]:
     """Read CT, SA and LGI of a subject on fsLR 32k.
 
@@ -139,6 +166,8 @@ def read_structural_metrics(
         ``"sub-XX"`` label.
     surf
         Surfaces (for the medial wall); default :func:`load_fslr32k`.
+    session
+        Optional session label (see :func:`find_structural_files`).
 
     Returns
     -------
@@ -162,7 +191,7 @@ def read_structural_metrics(
             missing[m] = "no surface derivatives folder given (--surface-derivatives)"
         return values, missing, sources
     surf = surf if surf is not None else load_fslr32k()
-    found = find_structural_files(deriv_dir, subject)
+    found = find_structural_files(deriv_dir, subject, session)
     for metric, key in STRUCTURAL_KEYS.items():
         files = found.get(metric, {})
         if "L" in files and "R" in files:

@@ -162,6 +162,7 @@ class SubjectAnatomy:
     displacement: SmoothField
     population_scales: np.ndarray
     face_depth: float = 1.0
+    thinning: dict | None = None  # cortical-thinning truth (isyb_dask.synth.thinning)
 
     @property
     def pose_matrix(self) -> np.ndarray:
@@ -253,7 +254,10 @@ def draw_anatomy(
     rot = np.deg2rad(rotation_sd_deg) * rng.standard_normal(3)
     trans = translation_sd_mm * rng.standard_normal(3)
     pose = np.concatenate([trans, rot])
-    return SubjectAnatomy(centre.copy(), scales, pose, disp, pop, depth)
+    from isyb_dask.synth.thinning import draw_thinning
+
+    thinning = draw_thinning(rng, maps)  # last draw of the stream: earlier draws unchanged
+    return SubjectAnatomy(centre.copy(), scales, pose, disp, pop, depth, thinning)
 
 
 def head_extents(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:

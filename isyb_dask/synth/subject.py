@@ -166,6 +166,7 @@ def generate_subject(spec: SubjectSpec, out_dir: Path, cfg: SynthConfig) -> dict
             "shape": grid.shape,
             "voxel_size": spec.voxel_size,
         }
+        info["cortical_thinning"] = t1.get("thinning")
     disp = anat.displacement
     write_nifti(
         np.moveaxis(disp.values, 0, -1),

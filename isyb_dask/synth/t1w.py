@@ -99,11 +99,25 @@ def synth_t1w(
     -------
     dict
         ``t1w`` (int16), ``gm``, ``wm``, ``csf``, ``brain``, ``head``, ``face`` (float32 on
-        the grid), ``bias`` (float32), ``sigma`` (float, noise SD), ``wm_mean`` (float).
+        the grid), ``bias`` (float32), ``sigma`` (float, noise SD), ``wm_mean`` (float) and,
+        when the anatomy carries one, ``thinning`` (the cortical-thinning truth with its
+        scanner-space centre; :mod:`isyb_dask.synth.thinning`).
     """
     sampled, _ = sample_anatomy(
         anat, maps, grid, ("t1", "gm", "wm", "csf", "brain", "head", "face")
     )
+    thinning = None
+    if getattr(anat, "thinning", None) is not None:
+        from isyb_dask.synth.thinning import apply_thinning
+
+        centre = anat.to_scanner(np.asarray(anat.thinning["centre_template_mm"])[:, None])[:, 0]
+        removed = apply_thinning(sampled, grid, centre, anat.thinning)
+        vox_ml = float(abs(np.linalg.det(np.asarray(grid.affine)[:3, :3]))) / 1000.0
+        thinning = {
+            **anat.thinning,
+            "centre_scanner_mm": [float(v) for v in centre],
+            "removed_gm_ml": float(removed.sum()) * vox_ml,
+        }
     bias = bias_field(rng, grid, sd=bias_sd)
     tissue = 1.0 + np.float32(contrast) * (sampled["wm"] - sampled["gm"])
     if texture_sd > 0:
@@ -118,4 +132,6 @@ def synth_t1w(
     t1w = np.clip(np.rint(noisy), 0, np.iinfo(np.int16).max).astype(np.int16)
     out: dict[str, np.ndarray | float] = {k: v for k, v in sampled.items() if k != "t1"}
     out.update({"t1w": t1w, "bias": bias, "sigma": float(sigma), "wm_mean": wm_mean})
+    if thinning is not None:
+        out["thinning"] = thinning
     return out

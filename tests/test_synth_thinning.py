@@ -1,0 +1,58 @@
+"""The generated study's planted cortical thinning is found by the computed CT."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from isyb_dask.synth.anatomy import draw_anatomy, load_template_maps
+from isyb_dask.synth.fields import Grid
+from isyb_dask.synth.t1w import synth_t1w
+
+
+def test_thinning_truth_is_drawn_and_recorded():
+    maps = load_template_maps(2)
+    flags = []
+    for seed in range(8):
+        anat = draw_anatomy(np.random.default_rng(seed), "chinese", "M", maps)
+        t = anat.thinning
+        assert t["radius_mm"] == 15.0 and t["planted_thinning_mm"] == 0.8
+        assert t["thinning_mm"] in (0.0, 0.8) and (t["thinning_mm"] > 0) == t["thinned"]
+        assert t["centre_mni_mm"][0] < -20  # left lateral convexity
+        flags.append(t["thinned"])
+    assert 0 < sum(flags) < 8  # some subjects thinned, some not
+
+
+def test_computed_ct_finds_the_planted_thinning():
+    """Twin comparison on a 1 mm box around the patch (same anatomy and noise, thinning on
+    vs off); posteriors from the metrics stage's N4 + GMM with the truth maps as priors."""
+    from isyb_dask.metrics import gmv
+    from isyb_dask.metrics.thickness import laplace_thickness
+
+    maps = load_template_maps(1)
+    anat = draw_anatomy(np.random.default_rng(3), "chinese", "M", maps)
+    centre = anat.to_scanner(np.asarray(anat.thinning["centre_template_mm"])[:, None])[:, 0]
+    grid = Grid.centred((72, 72, 72), 1.0, centre)
+    ct = {}
+    priors = None
+    for on in (False, True):  # the unthinned twin's truth maps are the priors of both
+        spec = dict(anat.thinning, thinning_mm=0.8 if on else 0.0)
+        out = synth_t1w(
+            dataclasses.replace(anat, thinning=spec), maps, grid, np.random.default_rng(5),
+            snr=40.0, gain=2.5,
+        )
+        if on:
+            assert out["thinning"]["removed_gm_ml"] > 0.3
+        brain = out["brain"] > 0.5
+        if priors is None:
+            priors = np.stack([out["csf"], out["gm"], out["wm"]])
+        _, info = gmv.gm_probability(out["t1w"].astype(np.float32), (1.0,) * 3, brain, priors)
+        post = info["posteriors"]
+        res = laplace_thickness(post[1], post[2], (1.0, 1.0, 1.0))
+        xyz = np.indices(grid.shape).reshape(3, -1).T @ grid.affine[:3, :3].T + grid.affine[:3, 3]
+        dist = np.linalg.norm(xyz - centre, axis=1).reshape(grid.shape)
+        core = res.gm & (dist < 10.0)
+        ct[on] = float(np.mean(res.thickness[core]))
+    diff = ct[True] - ct[False]
+    assert diff < 0  # right sign
+    assert abs(diff + 0.8) <= 0.3 * 0.8, (ct, diff)

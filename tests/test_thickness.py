@@ -1,0 +1,83 @@
+"""Laplace/Eulerian cortical thickness on phantoms with exact thickness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from isyb_dask.metrics.thickness import laplace_thickness, tissue_labels
+
+
+def _slab(thick: float, z0: float = 20.3, n: int = 16, nz: int = 40):
+    """WM below z0, GM from z0 to z0 + thick (partial-volume fractions, 1 mm voxels)."""
+    z = np.arange(nz, dtype=np.float64)[None, None, :]
+
+    def below(b):
+        return np.clip(b - (z - 0.5), 0, 1) * np.ones((n, n, 1))
+
+    wm = below(z0)
+    return below(z0 + thick) - wm, wm
+
+
+def _shell(r0: float, thick: float, n: int = 80, sub: int = 3):
+    """WM ball of radius r0, GM shell r0..r0+thick (supersampled fractions, 1 mm voxels)."""
+    c = (n - 1) / 2.0
+    x = np.arange(n, dtype=np.float64)
+    off = (np.arange(sub) + 0.5) / sub - 0.5
+    wm = np.zeros((n, n, n))
+    gmwm = np.zeros((n, n, n))
+    for a in off:
+        for b in off:
+            for d in off:
+                r = np.sqrt(
+                    (x[:, None, None] + a - c) ** 2
+                    + (x[None, :, None] + b - c) ** 2
+                    + (x[None, None, :] + d - c) ** 2
+                )
+                wm += r < r0
+                gmwm += r < r0 + thick
+    wm /= sub**3
+    gmwm /= sub**3
+    return gmwm - wm, wm
+
+
+@pytest.mark.parametrize("thick", [2.0, 2.6, 3.4])
+def test_flat_slab_thickness(thick):
+    gm, wm = _slab(thick)
+    res = laplace_thickness(gm, wm, (1.0, 1.0, 1.0))
+    assert res.gm.any()
+    assert abs(np.median(res.thickness[res.gm]) - thick) < 0.2
+    assert np.all(res.thickness[~res.gm] == 0)
+
+
+def test_flat_slab_hard_labels_and_anisotropic_voxels():
+    # hard 0/1 labels: the boundary is half-way between voxel centres
+    gm, wm = _slab(3.0, z0=20.5)
+    assert set(np.unique(gm)) <= {0.0, 1.0}
+    res = laplace_thickness(gm, wm, (1.0, 1.0, 1.0))
+    assert abs(np.median(res.thickness[res.gm]) - 3.0) < 0.05
+    # 2 mm voxels along z: 3 voxels of GM are 6 mm
+    res2 = laplace_thickness(gm, wm, (1.0, 1.0, 2.0))
+    inner = res2.thickness[4:-4, 4:-4][res2.gm[4:-4, 4:-4]]  # away from the slab's sides
+    assert abs(np.median(inner) - 6.0) < 0.1
+
+
+@pytest.mark.parametrize(("r0", "thick"), [(25.0, 3.0), (14.0, 2.5)])
+def test_spherical_shell_thickness(r0, thick):
+    gm, wm = _shell(r0, thick)
+    res = laplace_thickness(gm, wm, (1.0, 1.0, 1.0))
+    med = float(np.median(res.thickness[res.gm]))
+    assert abs(med - thick) < 0.2, med
+    # streamlines are radial: the spread is small
+    q10, q90 = np.percentile(res.thickness[res.gm], [10, 90])
+    assert q90 - q10 < 0.5
+
+
+def test_labels_and_errors():
+    lab, p_out = tissue_labels(np.array([0.6, 0.2, 0.1]), np.array([0.3, 0.7, 0.1]))
+    assert lab.tolist() == [1, 2, 0]
+    assert np.allclose(p_out, [0.1, 0.1, 0.8])
+    with pytest.raises(ValueError, match="3-D"):
+        laplace_thickness(np.zeros((4, 4)), np.zeros((4, 4)), (1, 1, 1))
+    res = laplace_thickness(np.zeros((5, 5, 5)), np.ones((5, 5, 5)), (1, 1, 1))
+    assert not res.gm.any() and not res.thickness.any()
