@@ -120,7 +120,7 @@ def test_fmriprep_morphometric_cifti_with_sessions(tmp_path):
 
 
 def test_stage_freesurfer_values_win_and_provenance(tmp_path, monkeypatch):
-    """run_metrics with a stubbed registration/segmentation: CT read, SA and LGI computed."""
+    """run_metrics with a stubbed anatomy and chain: CT read, SA and LGI computed."""
     import isyb_dask.metrics.stage as stage_mod
     from isyb_dask.io.bids import SubjectInputs
     from isyb_dask.metrics.config import MetricsConfig
@@ -138,11 +138,19 @@ def test_stage_freesurfer_values_win_and_provenance(tmp_path, monkeypatch):
         brain=np.ones(shape, bool),
         priors=np.full((3, *shape), 1 / 3, np.float32),
     )
-    monkeypatch.setattr(stage_mod, "t1w_to_mni", lambda *a, **k: chain)
-    monkeypatch.setattr(
-        stage_mod.gmv_mod,
-        "gm_probability",
-        lambda t1, *a, **k: (post[1], {"source": "stub", "posteriors": post}),
+    monkeypatch.setattr(stage_mod, "chain_from_anatomy", lambda *a, **k: chain)
+    import SimpleITK as sitk
+
+    from isyb_dask.anat.reference import SubjectAnatomy
+    from isyb_dask.registration import AffineRegistration
+
+    img = nb.load(str(t1w))
+    anatomy = SubjectAnatomy(
+        subject="sub-0001", t1w=t1w, t1w_sha256="0", image=img, canonical=img,
+        n4=np.asarray(img.dataobj), bias=np.ones(shape, np.float32),
+        head_mask=np.ones(shape, bool), brain_mask=np.ones(shape, bool),
+        posteriors={k: np.asarray(post[i], np.float32) for i, k in enumerate(("csf", "gm", "wm"))},
+        atlas_registration=AffineRegistration(sitk.AffineTransform(3), -1.0, True, {}),
     )
     deriv = tmp_path / "fmriprep" / "sub-0001" / "anat"
     deriv.mkdir(parents=True)
@@ -150,7 +158,7 @@ def test_stage_freesurfer_values_win_and_provenance(tmp_path, monkeypatch):
     _cifti_91k(deriv / "sub-0001_space-fsLR_den-91k_thickness.dscalar.nii", fs_ct, fs)
     cfg = MetricsConfig(write_mni=False, surface_derivatives=tmp_path / "fmriprep")
     inp = SubjectInputs(subject="sub-0001", t1w=t1w)
-    res = stage_mod.run_metrics(inp, cfg, tmp_path / "out", None)
+    res = stage_mod.run_metrics(inp, cfg, tmp_path / "out", None, anatomy=anatomy)
     idx = {m: i for i, m in enumerate(SURFACE_METRICS)}
     prov = res["info"]["surface_provenance"]
     assert prov["CT"].startswith("FreeSurfer-derived") and "den-91k_thickness" in prov["CT"]
