@@ -70,6 +70,8 @@ DEFACE_VARIABLES = (
     "registration_metric",
     "seconds",
     "transform_plausible",
+    "face_coverage",
+    "face_relief_mm",
 )
 PARTICIPANT_STATUS_VARIABLES = (
     "status",
@@ -87,6 +89,8 @@ _ATTRS = {
     "registration_metric": ("final Mattes mutual information of template-to-subject registration", "1"),
     "seconds": ("wall time of registration, masking and NMI", "s"),
     "transform_plausible": ("1 if the affine passed the scale/shear plausibility check", "1"),
+    "face_coverage": ("fraction of the true face region obscured (generated data only)", "1"),
+    "face_relief_mm": ("RMS of the original facial relief left (generated data only)", "mm"),
 }
 
 

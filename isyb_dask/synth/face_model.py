@@ -110,7 +110,8 @@ def _surface(head_sample, centre_x: float, y_range, z_range, x_half: float = 90.
     return xs, zs, front, inside
 
 
-def find_landmarks(head_sample, head_centre: np.ndarray, brain_centre: np.ndarray) -> dict[str, np.ndarray]:
+def find_landmarks(head_sample, head_centre: np.ndarray, brain_centre: np.ndarray, *,
+                   lateral: bool = True) -> dict[str, np.ndarray]:
     """Facial landmarks (template world mm) on the base head's skin surface.
 
     Parameters
@@ -119,6 +120,9 @@ def find_landmarks(head_sample, head_centre: np.ndarray, brain_centre: np.ndarra
         Callable mapping world points ``(3, ...)`` to the head mask (0..1).
     head_centre, brain_centre
         World centres of the head and brain (the brain's x is the mid-sagittal plane).
+    lateral
+        Also place the lateral landmarks (alare ... gonion); False gives the mid-sagittal
+        profile landmarks only.
 
     Returns
     -------
@@ -165,7 +169,7 @@ def find_landmarks(head_sample, head_centre: np.ndarray, brain_centre: np.ndarra
         k = int(np.argmin(np.abs(zs - z)))
         return np.array([xs[i], front[i, k], zs[k]])
 
-    def lateral(z, y_lo, y_hi, side):
+    def side_point(z, y_lo, y_hi, side):
         k = int(np.argmin(np.abs(zs - z)))
         ys = np.arange(yc - 120.0, yc + 150.0 + 0.5, 1.0)
         sel = (ys >= y_lo) & (ys <= y_hi)
@@ -177,6 +181,8 @@ def find_landmarks(head_sample, head_centre: np.ndarray, brain_centre: np.ndarra
         yy = ys[sel][np.where(inside[i, sel, k])[0]]
         return np.array([xs[i], float(yy.mean()), zs[k]])
 
+    if not lateral:
+        return out
     y_prn = out["prn"][1]
     z_n = out["n"][2]
     for side, tag in ((1, "l"), (-1, "r")):  # RAS: +x is the subject's left
@@ -185,8 +191,8 @@ def find_landmarks(head_sample, head_centre: np.ndarray, brain_centre: np.ndarra
         out[f"en_{tag}"] = on_surface(cx + s * 17.0, z_n - 8.0)
         out[f"sor_{tag}"] = on_surface(cx + s * 25.0, out["g"][2])
         out[f"ch_{tag}"] = on_surface(cx + s * 35.0, z_prn - 5.0)
-        out[f"zy_{tag}"] = lateral(z_n - 25.0, y_prn - 100.0, y_prn - 60.0, side)
-        out[f"go_{tag}"] = lateral(z_sn - 30.0, y_prn - 110.0, y_prn - 80.0, side)
+        out[f"zy_{tag}"] = side_point(z_n - 25.0, y_prn - 100.0, y_prn - 60.0, side)
+        out[f"go_{tag}"] = side_point(z_sn - 30.0, y_prn - 110.0, y_prn - 80.0, side)
         t = out[f"zy_{tag}"].copy()
         t[1] = y_prn - 105.0
         out[f"t_{tag}"] = t
@@ -259,11 +265,21 @@ def face_displacement(points: np.ndarray, params: dict[str, float],
     base = measure(landmarks)
     c = np.asarray(centre, dtype=float)
     s = np.asarray(scales, dtype=float)
+    moves = []
     for pos, vec, sigma in _moves(params, landmarks, np.asarray(pop_scales, float), base):
         # window centred where the landmark ends up, so it lands exactly at L' + s * vec
-        centre_subject = c + s * (pos - c) + s * vec
-        r2 = ((flat - centre_subject[:, None]) ** 2).sum(0)
-        out -= vec[:, None] * np.exp(-r2 / (2.0 * sigma * sigma))[None]
+        moves.append((c + s * (pos - c) + s * vec, vec, sigma))
+    # windows are cut at 4 SD (weight < 3.4e-4): only points in their bounding box count
+    lo = np.min([m[0] - 4.0 * m[2] for m in moves], axis=0)
+    hi = np.max([m[0] + 4.0 * m[2] for m in moves], axis=0)
+    near = np.all((flat >= lo[:, None]) & (flat <= hi[:, None]), axis=0)
+    sub = flat[:, near]
+    acc = np.zeros_like(sub)
+    for centre_subject, vec, sigma in moves:
+        r2 = ((sub - centre_subject[:, None]) ** 2).sum(0)
+        hit = np.flatnonzero(r2 < 16.0 * sigma * sigma)
+        acc[:, hit] -= vec[:, None] * np.exp(-r2[hit] / (2.0 * sigma * sigma))[None]
+    out[:, near] = acc
     return out.reshape(pts.shape)
 
 
