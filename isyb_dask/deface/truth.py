@@ -1,9 +1,11 @@
 """Ground-truth defacing scores on generated heads (true face region known).
 
-``face_coverage``: fraction of the true face region's tissue that the defacing obscured,
-i.e. where ``|O - D|`` exceeds 10 % of the head's robust intensity (99th percentile of the
-head voxels). Only voxels of the true face region that are tissue in the original (above the
-Otsu-like skin threshold) count, so air in front of the face does not dilute it.
+``face_coverage``: fraction of the true face's skin layer that the defacing obscured, i.e.
+where ``|O - D|`` exceeds 10 % of the head's robust intensity (99th percentile of the head
+voxels). The skin layer is the tissue of the true face region (above the skin threshold)
+within :data:`SKIN_MM` (6 mm) of the air: what a face surface is made of, so neither air
+in front of the face nor deep tissue (bone, sinuses) that no surface method touches dilutes
+it.
 
 ``face_relief_mm``: millimetres of the original facial relief left after defacing. The skin
 surface is found along the anterior axis (the most anterior voxel above the skin threshold in
@@ -28,6 +30,8 @@ from scipy import ndimage as ndi
 __all__ = ["face_truth_metrics", "truth_face_mask_path"]
 
 _OBSCURED_FRACTION = 0.10
+#: Depth (mm) of the facial skin layer whose coverage is scored.
+SKIN_MM = 6.0
 _RELIEF_FWHM_MM = 15.0
 
 
@@ -81,7 +85,7 @@ def face_truth_metrics(
     -------
     dict
         ``face_coverage`` (0..1), ``face_relief_mm`` (mm), ``face_relief_original_mm``
-        (RMS relief of the original face, mm), ``face_truth_voxels``.
+        (RMS relief of the original face, mm), ``face_truth_voxels`` (skin-layer voxels).
 
     Raises
     ------
@@ -98,13 +102,15 @@ def face_truth_metrics(
     f, _ = _canonical(truth_mask, affine)
     face = f > 0.5
     thr = _skin_threshold(o)
-    tissue = face & (o > thr)
     head = o > thr
+    vox = np.sqrt((aff[:3, :3] ** 2).sum(0))
+    # the face's skin layer: tissue of the true face region within SKIN_MM of the air
+    depth = ndi.distance_transform_edt(ndi.binary_fill_holes(head), sampling=vox)
+    tissue = face & head & (depth <= SKIN_MM)
     scale = float(np.percentile(o[head], 99)) if head.any() else 1.0
     obscured = np.abs(o - d) > _OBSCURED_FRACTION * scale
     n = int(tissue.sum())
     coverage = float(obscured[tissue].mean()) if n else float("nan")
-    vox = np.sqrt((aff[:3, :3] ** 2).sum(0))
     # columns whose original front skin point lies inside the true face region
     h_all = _front(o, thr, np.ones(face.any(axis=1).shape, bool), vox[1])
     iy = np.nan_to_num(h_all / vox[1], nan=0).astype(int)
