@@ -96,7 +96,7 @@ def crossed_summary(out_dir: Path, bids: Path) -> dict:
 def run_demo(
     out_dir: str | os.PathLike[str],
     *,
-    n_subjects: int = 12,
+    n_subjects: int = 8,
     seed: int = 2022,
     workers: int | None = None,
     stages: tuple[str, ...] | None = None,
