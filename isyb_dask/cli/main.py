@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="generate the demo study, build its templates and run everything")
     p.add_argument("out_dir", type=Path, nargs="?", default=Path("demo_output"))
-    p.add_argument("--subjects", type=int, default=12)
+    p.add_argument("--subjects", type=int, default=8)
     p.add_argument("--seed", type=int, default=2022)
     p.add_argument("--workers", type=int)
 

@@ -78,6 +78,8 @@ DEFACE_VARIABLES = (
     "reid_distance",
     "reid_rank",
     "surface_depth_change_mm",
+    "face_coverage",
+    "face_relief_mm",
 )
 PARTICIPANT_STATUS_VARIABLES = (
     "status",
@@ -102,6 +104,8 @@ _ATTRS = {
     "reid_distance": ("face-descriptor distance, defaced vs original render (mean of views)", "1"),
     "reid_rank": ("rank of the true subject among all original renders (group step)", "1"),
     "surface_depth_change_mm": ("median move of the facial skin along the face normal", "mm"),
+    "face_coverage": ("fraction of the true face region obscured (generated data only)", "1"),
+    "face_relief_mm": ("RMS of the original facial relief left (generated data only)", "mm"),
 }
 
 

@@ -243,6 +243,13 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
         if out is not None:
             result["deface"] = out.get("templates", {})
             face_masks = [Path(p) for p in out.get("face_masks", {}).values()]
+            from isyb_dask.deface.truth import add_truth_metrics  # generated data only
+
+            try:
+                add_truth_metrics(result["deface"], inp.t1w, inp.subject, job.out_dir,
+                                  original_image=getattr(anatomy, "image", None))
+            except (OSError, ValueError) as exc:  # scoring must not fail the subject
+                result["notes"].append(f"deface truth metrics: {exc}")
     if "qc_anat" in cfg.stages and t1w_ok and anatomy is not None:
         from isyb_dask.qc.anat_stage import run_qc_anat
 

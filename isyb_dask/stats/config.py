@@ -52,9 +52,9 @@ class StatsConfig:
         if self.design not in ("mixed", "overlapping"):
             raise ConfigError(
                 f"stats design must be 'mixed' or 'overlapping', not {self.design!r}")
-        if self.padjust not in ("none", "bonferroni", "sidak"):
+        if self.padjust not in ("none", "bonferroni", "sidak", "tukey"):
             raise ConfigError(
-                f"stats padjust must be none, bonferroni or sidak, not {self.padjust!r}")
+                f"stats padjust must be none, bonferroni, sidak or tukey, not {self.padjust!r}")
         if not 0.0 < self.split_fraction < 1.0:
             raise ConfigError(
                 f"stats split_fraction must be in (0, 1), got {self.split_fraction}")

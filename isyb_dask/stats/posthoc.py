@@ -10,8 +10,11 @@ modelled with the between-subject factor; its pooled within-group variance ``MSE
   SE = sqrt(MSE_d * sum_g 1/n_g) / G;
 
 t = difference / SE with df = N - G (N - 1 when fully within).  Adjustments: ``none``
-(SPSS LSD), ``bonferroni`` (p times the number of template pairs, capped at 1) and
-``sidak``; confidence intervals use the same adjustment.
+(SPSS LSD), ``bonferroni`` (p times the number of template pairs, capped at 1),
+``sidak`` and ``tukey`` (Tukey's studentised range for ``k`` templates:
+``p = P(Q_{k,df} > sqrt(2) |t|)``, :func:`tukey_p`); confidence intervals use the same
+adjustment.  The paper's Table 1 p-values follow from its differences and SEs under Tukey
+with a large error df (:func:`paper_table1`, docs/stats.md).
 """
 
 from __future__ import annotations
@@ -32,6 +35,79 @@ TABLE1_COLUMNS: tuple[str, ...] = (
 )
 
 ALL_LABEL = "all"
+
+#: The paper's Table 1 (Gao et al. 2022, ISYB, METHODS §0a): (template 1, template 2,
+#: difference, SE, p).
+PAPER_TABLE1: tuple[tuple[str, str, float, float, float], ...] = (
+    ("CN200", "Chinese2020", 1.48e-3, 5.03e-4, 9.11e-3),
+    ("CN200", "MNI152", 3.41e-3, 3.59e-4, 9.56e-10),
+    ("Chinese2020", "MNI152", 1.93e-3, 4.67e-4, 1.12e-4),
+)
+#: Order and signs of the paper's rows.
+PAPER_PAIRS: tuple[tuple[str, str], ...] = tuple((a, b) for a, b, *_ in PAPER_TABLE1)
+
+
+def tukey_p(t: np.ndarray, k: int, df: float) -> np.ndarray:
+    """Tukey-adjusted p of pairwise t statistics among ``k`` means (error ``df``).
+
+    ``p = P(Q > sqrt(2) |t|)`` with ``Q`` the studentised range of ``k`` means and ``df``
+    error degrees of freedom (``numpy.inf`` = normal limit).
+    """
+    q = np.sqrt(2.0) * np.abs(np.asarray(t, dtype=float))
+    return np.clip(stats.studentized_range.sf(q, k, df), 0.0, 1.0)
+
+
+def paper_table1(df: float = np.inf) -> pd.DataFrame:
+    """The paper's Table 1 rows with p recomputed under Tukey (k = 3) and under LSD/Bonferroni."""
+    rows = []
+    for a, b, diff, se, p in PAPER_TABLE1:
+        t = diff / se
+        rows.append({"template_1": a, "template_2": b, "difference": diff, "se": se,
+                     "p_paper": p, "t": t, "p_tukey": float(tukey_p(t, 3, df)),
+                     "p_lsd": float(2.0 * stats.norm.sf(abs(t)) if not np.isfinite(df)
+                                    else 2.0 * stats.t.sf(abs(t), df)),
+                     "p_bonferroni": float(min(1.0, 3 * 2.0 * stats.t.sf(abs(t), df)))})
+    return pd.DataFrame(rows)
+
+
+def table1_layout(table: pd.DataFrame, pairs: Sequence[tuple[str, str]] = PAPER_PAIRS,
+                  rename: dict[str, str] | None = None) -> pd.DataFrame:
+    """Post-hoc rows in the paper's order and signs (e.g. CN200 - Chinese2020, ...).
+
+    Parameters
+    ----------
+    table
+        Output of :func:`pairwise_emm` (any databases, e.g. ISYB-1, ISYB-2 and all).
+    pairs
+        ``(template_1, template_2)`` in the wanted order and sign.
+    rename
+        Our template names -> the paper's (e.g. ``{"CNsynth": "CN200"}``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per database and pair; a reversed pair gets its difference, t and CI
+        negated (p and SE unchanged). Pairs absent from ``table`` are left out.
+    """
+    t = table.copy()
+    if rename:
+        t["template_1"] = t["template_1"].replace(rename)
+        t["template_2"] = t["template_2"].replace(rename)
+    out = []
+    for db in dict.fromkeys(t["database"]):
+        sub = t[t["database"] == db]
+        for a, b in pairs:
+            same = sub[(sub["template_1"] == a) & (sub["template_2"] == b)]
+            rev = sub[(sub["template_1"] == b) & (sub["template_2"] == a)]
+            if len(same):
+                out.append(same.iloc[0].to_dict())
+            elif len(rev):
+                r = rev.iloc[0].to_dict()
+                lo, hi = r["ci_low"], r["ci_high"]
+                r.update(template_1=a, template_2=b, difference=-r["difference"], t=-r["t"],
+                         ci_low=-hi, ci_high=-lo)
+                out.append(r)
+    return pd.DataFrame(out, columns=list(TABLE1_COLUMNS))
 
 
 def adjust_p(p: np.ndarray, m: int, method: str) -> np.ndarray:
@@ -63,10 +139,12 @@ def adjust_p(p: np.ndarray, m: int, method: str) -> np.ndarray:
         return np.minimum(p * m, 1.0)
     if method == "sidak":
         return 1.0 - (1.0 - p) ** m
-    raise ConfigError(f"unknown p-value adjustment {method!r} (none, bonferroni, sidak)")
+    raise ConfigError(f"unknown p-value adjustment {method!r} (none, bonferroni, sidak, tukey)")
 
 
-def _crit(df: float, m: int, method: str, alpha: float) -> float:
+def _crit(df: float, m: int, method: str, alpha: float, k: int = 2) -> float:
+    if method == "tukey":
+        return float(stats.studentized_range.ppf(1.0 - alpha, k, df) / np.sqrt(2.0))
     if method == "bonferroni":
         a = alpha / m
     elif method == "sidak":
@@ -97,8 +175,8 @@ def pairwise_emm(
     groups
         ``(N,)`` database labels, or None (one group: fully within).
     padjust
-        ``none``, ``bonferroni`` or ``sidak``, applied within each database over the
-        ``k (k - 1) / 2`` template pairs.
+        ``none``, ``bonferroni``, ``sidak`` (within each database over the
+        ``k (k - 1) / 2`` template pairs) or ``tukey`` (studentised range of ``k`` means).
     alpha
         Level of the (adjusted) confidence intervals.
     include_all
@@ -134,7 +212,9 @@ def pairwise_emm(
         raise InputError(f"post-hoc: {n_sub} subjects in {n_groups} groups leave no error df")
     pairs = list(combinations(range(len(levels)), 2))
     m = len(pairs)
-    tcrit = _crit(df, m, padjust, alpha)
+    if padjust not in ("none", "bonferroni", "sidak", "tukey"):
+        raise ConfigError(f"unknown p-value adjustment {padjust!r} (none, bonferroni, sidak, tukey)")
+    tcrit = _crit(df, m, padjust, alpha, len(levels))
     rows: list[dict] = []
     for j, l in pairs:
         d = y[:, j] - y[:, l]
@@ -153,7 +233,10 @@ def pairwise_emm(
                          "padjust": padjust, "ci_low": diff - tcrit * se,
                          "ci_high": diff + tcrit * se})
     table = pd.DataFrame(rows)
-    table["p_adj"] = adjust_p(table["p_unc"].to_numpy(), m, padjust)
+    if padjust == "tukey":
+        table["p_adj"] = tukey_p(table["t"].to_numpy(), len(levels), df)
+    else:
+        table["p_adj"] = adjust_p(table["p_unc"].to_numpy(), m, padjust)
     order = {g: i for i, g in enumerate([*map(str, glevels), ALL_LABEL])}
     table = table.sort_values("database", key=lambda s: s.map(order), kind="stable")
     return table[list(TABLE1_COLUMNS)].reset_index(drop=True)

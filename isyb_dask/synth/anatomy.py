@@ -43,9 +43,9 @@ POPULATION_SHAPE: dict[str, dict[str, tuple[float, float, float]]] = {
     "western": {"mean": (1.00, 1.00, 1.00), "sd": (0.040, 0.040, 0.040)},
     "chinese": {"mean": (1.03, 0.975, 1.02), "sd": (0.040, 0.040, 0.040)},
 }
-#: Mean and SD of the face depth factor: anterior-posterior depth of the face in front of
-#: the brain (nose and lip protrusion) relative to the template. Assumption (see docs).
-FACE_DEPTH: dict[str, tuple[float, float]] = {"western": (1.0, 0.05), "chinese": (0.9, 0.05)}
+#: Mean and SD of a global face depth factor (AP stretch of the face). Off (1, 0): facial
+#: shape comes from the landmark model in :mod:`isyb_dask.synth.face_model`.
+FACE_DEPTH: dict[str, tuple[float, float]] = {"western": (1.0, 0.0), "chinese": (1.0, 0.0)}
 #: Overall isotropic head-size factor by sex.
 SEX_SCALE = {"M": 1.0, "F": 0.96}
 

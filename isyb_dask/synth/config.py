@@ -35,6 +35,9 @@ class SynthConfig:
         Spike volumes and motion jerks per BOLD run (high movers get three times the jerks).
     compresslevel
         gzip level of the NIfTI files.
+    global_warp_sd_mm
+        SD (mm) of each component of the long-wavelength (60 mm FWHM) random warp of the
+        head; faces vary through the landmark model (``face_model``), not through noise.
     fov_shift_mm
         BOLD/DWI/ASL fields of view are centred this far above the brain centre (so the
         vertex is inside; the lowest cerebellum may touch the bottom slice).
@@ -65,3 +68,4 @@ class SynthConfig:
     n_jerks: int = 2
     compresslevel: int = 1
     fov_shift_mm: float = 6.0
+    global_warp_sd_mm: float = 1.5

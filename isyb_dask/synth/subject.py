@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,16 +11,23 @@ import numpy as np
 
 from isyb_dask.synth.anatomy import SEX_SCALE, draw_anatomy, load_template_maps, template_factor
 from isyb_dask.synth.config import SynthConfig
+from isyb_dask.synth.face_model import (
+    FaceField,
+    base_landmarks,
+    draw_face_parameters,
+    measure,
+    subject_landmarks,
+)
 from isyb_dask.synth.fields import Grid
 from isyb_dask.synth.modality_files import SCANNER, truth_maps, write_asl, write_bold, write_dwi
 from isyb_dask.synth.t1w import synth_t1w
-from isyb_dask.synth.writer import write_json, write_nifti
+from isyb_dask.synth.writer import write_json, write_nifti, write_tsv
 
 __all__ = ["TRUTH_NAME", "SubjectSpec", "generate_subject"]
 
 TRUTH_NAME = "synth-truth"
 _POP_CODE = {"chinese": 1, "western": 2}
-_STREAMS = ("demographics", "anatomy", "t1w", "bold", "dwi", "asl")
+_STREAMS = ("demographics", "anatomy", "t1w", "bold", "dwi", "asl", "face")
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,31 @@ def _snrs(spec: SubjectSpec, cfg: SynthConfig, rng: np.random.Generator) -> dict
     return {"t1w": snr, "bold": cfg.bold_snr * f, "dwi": cfg.dwi_snr * f, "asl": cfg.asl_snr * f}
 
 
+def _add_face(anat, population: str, rng: np.random.Generator):
+    """Add the landmark face model to a subject's displacement (see ``face_model``)."""
+    params = draw_face_parameters(rng, population)
+    disp = anat.displacement
+    field = FaceField(disp.values, disp.affine, params=params, landmarks=base_landmarks(),
+                      centre=anat.centre, scales=anat.scales, pop_scales=anat.population_scales)
+    anat = dataclasses.replace(anat, displacement=field)
+
+    def unposed_to_template(points: np.ndarray) -> np.ndarray:
+        c = anat.centre[:, None]
+        return c + (points - c) / anat.scales[:, None] + anat.displacement(points)
+
+    marks = subject_landmarks(base_landmarks(), unposed_to_template, anat.centre, anat.scales)
+    return anat, params, marks
+
+
+def write_landmarks(path: Path, landmarks: dict[str, np.ndarray], pose: np.ndarray) -> None:
+    """Landmark table: name and scanner-world RAS mm (x, y, z) of each facial landmark."""
+    rows = []
+    for name, pos in landmarks.items():
+        w = pose[:3, :3] @ pos + pose[:3, 3]
+        rows.append([name, *(f"{v:.3f}" for v in w)])
+    write_tsv(path, ["landmark", "x", "y", "z"], rows)
+
+
 def generate_subject(spec: SubjectSpec, out_dir: Path, cfg: SynthConfig) -> dict:
     """Simulate and write every requested modality of one subject.
 
@@ -74,7 +107,9 @@ def generate_subject(spec: SubjectSpec, out_dir: Path, cfg: SynthConfig) -> dict
     age = int(rngs["demographics"].integers(18, 31))
     snrs = _snrs(spec, cfg, rngs["demographics"])
     maps_t1 = load_template_maps(template_factor(spec.voxel_size))
-    anat = draw_anatomy(rngs["anatomy"], spec.population, sex, maps_t1)
+    anat = draw_anatomy(rngs["anatomy"], spec.population, sex, maps_t1,
+                        global_sd_mm=cfg.global_warp_sd_mm, face_sd_mm=0.0)
+    anat, face_params, landmarks = _add_face(anat, spec.population, rngs["face"])
     raw = out_dir / sub
     truth = out_dir / "derivatives" / TRUTH_NAME / sub
     lvl = cfg.compresslevel
@@ -87,7 +122,8 @@ def generate_subject(spec: SubjectSpec, out_dir: Path, cfg: SynthConfig) -> dict
         "population_scales_LR_AP_SI": anat.population_scales,
         "sex_scale": SEX_SCALE[sex],
         "head_scales_LR_AP_SI": anat.scales,
-        "face_depth": anat.face_depth,
+        "face_parameters_mm": face_params,
+        "face_measures_mm": measure(landmarks),
         "head_centre_template_mm": anat.centre,
         "pose": {
             "params": anat.pose,
@@ -168,8 +204,9 @@ def generate_subject(spec: SubjectSpec, out_dir: Path, cfg: SynthConfig) -> dict
         }
         info["cortical_thinning"] = t1.get("thinning")
     disp = anat.displacement
+    write_landmarks(truth / "anat" / f"{sub}_desc-landmarks.tsv", landmarks, anat.pose_matrix)
     write_nifti(
-        np.moveaxis(disp.values, 0, -1),
+        np.moveaxis(disp.sampled(), 0, -1),
         disp.affine,
         truth / "xfm" / f"{sub}_desc-displacement_xfm.nii.gz",
         compresslevel=lvl,

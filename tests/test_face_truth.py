@@ -1,0 +1,50 @@
+"""Ground-truth defacing scores on a generated head (true face region known)."""
+
+from __future__ import annotations
+
+import nibabel as nb
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from isyb_dask.deface.truth import face_truth_metrics, truth_face_mask_path
+from isyb_dask.synth.cohort import generate_study
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    root = tmp_path_factory.mktemp("truth")
+    generate_study(root, 1, "chinese", seed=4, voxel_size=3.0, modalities=("anat",),
+                   orientation="LAS")
+    img = nb.load(str(root / "sub-0001" / "anat" / "sub-0001_T1w.nii.gz"))
+    mask_path = truth_face_mask_path(root, "sub-0001")
+    assert mask_path is not None
+    lm = root / "derivatives" / "synth-truth" / "sub-0001" / "anat" / "sub-0001_desc-landmarks.tsv"
+    assert "prn" in lm.read_text()
+    mask = np.asarray(nb.load(str(mask_path)).dataobj) > 0
+    return np.asarray(img.dataobj, dtype=np.float64), mask, img.affine
+
+
+def test_untouched_face_keeps_all_relief(head):
+    o, mask, aff = head
+    m = face_truth_metrics(o, o.copy(), mask, aff)
+    assert m["face_coverage"] == 0.0
+    assert m["face_relief_original_mm"] > 1.0  # a face has relief (nose, lips, brow)
+    assert m["face_relief_mm"] == pytest.approx(m["face_relief_original_mm"])
+
+
+def test_zeroed_face_is_covered_and_flat(head):
+    o, mask, aff = head
+    d = np.where(mask, 0.0, o)
+    m = face_truth_metrics(o, d, mask, aff)
+    assert m["face_coverage"] > 0.95
+    assert m["face_relief_mm"] < 0.3 * m["face_relief_original_mm"]
+
+
+def test_blur_leaves_part_of_the_relief(head):
+    o, mask, aff = head
+    d = np.where(mask, ndi.gaussian_filter(o, 3.0), o)
+    blur = face_truth_metrics(o, d, mask, aff)
+    zero = face_truth_metrics(o, np.where(mask, 0.0, o), mask, aff)
+    assert 0.0 < blur["face_coverage"] < 1.0
+    assert zero["face_relief_mm"] < blur["face_relief_mm"] < blur["face_relief_original_mm"]
