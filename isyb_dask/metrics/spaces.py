@@ -66,6 +66,15 @@ class SpaceChain:
     brain: np.ndarray
     priors: np.ndarray
     checks: dict[str, Any] = field(default_factory=dict)
+    #: World affine from the T1w to the space the sampling surfaces are in: None means the
+    #: fsLR surfaces are in MNI (``t1w_to_mni``); the identity when they were placed in the
+    #: subject's T1w space (``SubjectAnatomy.surfaces``).
+    t1w_to_sampling: np.ndarray | None = None
+
+    @property
+    def sampling_affine(self) -> np.ndarray:
+        """T1w world -> world of the sampling surfaces."""
+        return self.t1w_to_mni if self.t1w_to_sampling is None else self.t1w_to_sampling
 
 
 def jacobian_determinant(affine: np.ndarray) -> float:

@@ -30,6 +30,8 @@ the subject still succeeds with the other metrics.
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from pathlib import Path
 from typing import Any
@@ -325,7 +327,7 @@ def _bold(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer
         raise _named(inp.bold, exc) from None
     filtered = bandpass(cleaned, tr, cfg.band) * mask[..., None]
     reho = reho_volume(filtered, mask, neighbourhood=cfg.reho_neighbourhood)
-    to_mni = chain.t1w_to_mni @ to_t1
+    to_mni = chain.sampling_affine @ to_t1  # modality -> world of the sampling surfaces
     sampler = build_sampler(
         data.shape, img.affine, native_to_mni=to_mni, mask=mask, depths=cfg.gm_depths, surf=surf
     )
@@ -406,7 +408,7 @@ def _dwi(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer)
     to_t1, checks = modality_to_t1w(
         b0, img.affine, t1w, chain.brain, seed=cfg.seed, threads=cfg.threads
     )
-    to_mni = chain.t1w_to_mni @ to_t1
+    to_mni = chain.sampling_affine @ to_t1  # modality -> world of the sampling surfaces
     stack = np.stack([fit.fa, fit.md], axis=-1)
     out = {}
     for tissue, depths in (("GM", cfg.gm_depths), ("WM", cfg.wm_depths)):
@@ -477,7 +479,7 @@ def _asl(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: _Writer)
     to_t1, checks = modality_to_t1w(
         ref, img.affine, t1w, chain.brain, seed=cfg.seed, threads=cfg.threads
     )
-    to_mni = chain.t1w_to_mni @ to_t1
+    to_mni = chain.sampling_affine @ to_t1  # modality -> world of the sampling surfaces
     out = {
         "CBF": build_sampler(
             data.shape,
@@ -660,6 +662,15 @@ def run_metrics(
             anatomy = _own_anatomy(inputs, cfg, out_dir, atlas)
         t1_img = anatomy.canonical
         chain = chain_from_anatomy(anatomy, atlas)
+        if getattr(anatomy, "surfaces", None) is not None:
+            # sample through the subject's own refined surfaces in T1w space (issue 11)
+            from isyb_dask.anat.placement import subject_fslr
+
+            surf = subject_fslr(surf, anatomy.surfaces)
+            chain = dataclasses.replace(chain, t1w_to_sampling=np.eye(4))
+            info["sampling_surfaces"] = "subject (fsLR 32k placed in T1w space and refined)"
+        else:
+            info["sampling_surfaces"] = "fsLR 32k in MNI through the T1w->MNI affine"
         info["t1w_to_mni_metric"] = chain.checks.get("metric")
         info["t1w_to_mni_jacobian"] = float(np.linalg.det(chain.t1w_to_mni[:3, :3]))
         writer = _Writer(out_dir, subject, cfg, atlas, inputs.session)
@@ -670,9 +681,10 @@ def run_metrics(
             info["gm_source"] = ginfo["source"]
             provenance["GMV"] = ginfo["source"]
             found["GMV"] = gmv_mod.gmv_surface(
-                gm,
+                gmv_mod.modulated_gm(gm, chain.t1w_to_mni) if chain.t1w_to_sampling is not None
+                else gm,
                 t1_img.affine,
-                chain.t1w_to_mni,
+                chain.sampling_affine,
                 brain=chain.brain,
                 depths=cfg.gm_depths,
                 surf=surf,
