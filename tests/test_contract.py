@@ -115,7 +115,20 @@ def audited_run(tmp_path_factory):
     def forbidden(*a, **k):
         raise AssertionError("the QC's own atlas registration must not run")
 
+    import ants
+
+    from isyb_dask.anat.bridge import get_bridge
+
+    get_bridge()  # the run-level bridge (built once per cache, as the runner does)
+    real_syn = ants.registration
+
+    def syn(fixed, moving, *a, **k):
+        registrations.append({"dof": "syn", "seeded": False,
+                              "type": k.get("type_of_transform"), "moving_size": moving.shape})
+        return real_syn(fixed, moving, *a, **k)
+
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ants, "registration", syn)
         mp.setattr(os, "replace", replace)
         mp.setattr(nb, "save", save)
         mp.setattr(pd.DataFrame, "to_csv", to_csv)
@@ -172,9 +185,12 @@ def test_registrations_are_not_repeated(audited_run):
     regs = audited_run["registrations"]
     affine = [r for r in regs if r["dof"] == 12]
     rigid = [r for r in regs if r["dof"] == 6]
+    nonlinear = [r for r in regs if r["dof"] == "syn"]
     # one atlas registration (reused by deface for the built-in head, by the QC and the
-    # metrics) + one for the extra template; one rigid BOLD -> T1w
+    # metrics) + one for the extra template; one rigid BOLD -> T1w; one non-linear
+    # normalisation of the T1w to the surfaces' space
     assert len(affine) == 2, regs
+    assert len(nonlinear) == 1, regs
     assert not [r for r in regs if r["seeded"]], regs
     assert len(rigid) == 1, regs
 
