@@ -183,14 +183,6 @@ def test_run_reid_audit_store(tmp_path):
     assert float(st["audit_chance"].sel(audit_template="A")) == pytest.approx(1 / 3)
     tab = pd.read_csv(tmp_path / "deface_audit.tsv", sep="\t")
     assert list(tab.template) == ["A", "B"]
-    from isyb_dask.deface.audit import write_render_png
-    from isyb_dask.deface.reid import audit_html
-
-    write_render_png(np.zeros((3, 8, 8), np.uint8),
-                     tmp_path / "sub-01" / "figures" / "sub-01_desc-defacedA_render.png")
-    page = audit_html(tmp_path)
-    assert "rank1_rate" in page and page.count("data:image/png") == 1
-    assert audit_html(tmp_path / "none") == ""
 
 
 @pytest.mark.slow

@@ -46,8 +46,10 @@ def test_face_measures_spread_like_published_sds(cohorts):
             continue
         for pop in ("chinese", "western"):
             sd = cohorts[pop][m.name].std(ddof=1)
-            # 40 subjects: SD sampling error ~11 %; the long-wavelength warp adds a little
-            assert 0.7 * m.sd_mm < sd < 1.45 * m.sd_mm, (m.name, pop, sd, m.sd_mm)
+            # 40 subjects: the 99.9 % range of SD/sigma is 0.68-1.36 (chi-square, 39 df); the
+            # long-wavelength warp (SD 1.5 mm, 60 mm FWHM) adds its own spread on top, most
+            # for the short brow and chin distances
+            assert 0.65 * m.sd_mm < sd < 1.6 * m.sd_mm, (m.name, pop, sd, m.sd_mm)
 
 
 def test_population_differences_follow_anthropometry(cohorts):
@@ -62,6 +64,9 @@ def test_population_differences_follow_anthropometry(cohorts):
 
 def test_faces_of_different_subjects_differ(cohorts):
     w = cohorts["western"]
-    # no two subjects share their nose width to within 0.01 mm
-    vals = np.sort(w["nasal_width"])
-    assert np.min(np.diff(vals)) > 1e-3
+    # every pair of subjects differs by more than 0.5 mm in at least one facial measure
+    names = [m.name for m in FACE_MEASURES if m.name in w]
+    mat = np.stack([w[k] for k in names], axis=1)  # subjects x measures
+    pair_max = np.abs(mat[:, None, :] - mat[None, :, :]).max(axis=2)
+    np.fill_diagonal(pair_max, np.inf)
+    assert pair_max.min() > 0.5, pair_max.min()

@@ -467,7 +467,8 @@ def test_bad_inputs_fail_alone_with_named_problems(study, tmp_path):
     surf_prov = xr.open_zarr(tmp_path / "out" / "results.zarr", group="surface",
                              consolidated=False)["provenance"].load()
     gmv_prov = str(surf_prov.sel(subject="sub-9102", metric="GMV").item())
-    assert gmv_prov.startswith("segmentation"), gmv_prov  # not a fallback: in the group maps
+    # the subject anatomy's segmentation, not a fallback: the value is in the group maps
+    assert "segmentation" in gmv_prov and not gmv_prov.startswith("fallback"), gmv_prov
     assert "repaired input: sub-9102/anat/sub-9102_T1w.nii.gz: 3 non-finite voxels" in gmv_prov
     # partial subjects: failed stage in the store, the T1w results kept
     failed_stages = dict(zip(part["subject"].values, part["failed_stages"].values))
@@ -566,7 +567,7 @@ def test_subject_that_keeps_killing_its_worker_ends_failed(study, tmp_path):
     tsv.write_text("\n".join(lines) + "\n")
     before = _checksums(bids)
     t0 = time.monotonic()
-    res = subprocess.run(_cmd(bids, tmp_path / "out", study["cfg"], "--memory-limit", "700MB"),
+    res = subprocess.run(_cmd(bids, tmp_path / "out", study["cfg"], "--memory-limit", "1500MB"),
                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
                          check=False)
     assert res.returncode != 0

@@ -29,7 +29,6 @@ __all__ = [
     "rank1_summary",
     "audit_dataset",
     "run_reid_audit",
-    "audit_html",
 ]
 
 AUDIT_COLUMNS = ("template", "n", "n_detected", "detection_rate", "rank1", "rank1_rate",
@@ -193,30 +192,3 @@ def run_reid_audit(store_path: str | os.PathLike[str], out_dir: str | os.PathLik
     summary.to_csv(files[0], sep="\t", index=False, float_format="%.6g")
     table.drop(columns=["nearest"]).to_csv(files[1], sep="\t", index=False, float_format="%.6g")
     return {"files": files, "n_subjects": len(originals)}
-
-
-def audit_html(out_dir: str | os.PathLike[str], *, max_subjects: int = 3) -> str:
-    """Report fragment: the ``deface_audit.tsv`` table and, per template, the renders of the
-    first ``max_subjects`` subjects (defaced renders only; originals are never shown).
-
-    Returns an empty string when the group step wrote no audit.
-    """
-    from isyb_dask.report import images
-    from isyb_dask.report.sections import figures_body, table_html
-
-    out_dir = Path(out_dir)
-    path = out_dir / "deface_audit.tsv"
-    if not path.is_file():
-        return ""
-    summary = pd.read_csv(path, sep="\t")
-    cols = ["template", "n", "detection_rate", "rank1", "rank1_rate", "ci_low", "ci_high",
-            "chance", "p_value", "median_reid_distance"]
-    body = ("<p>Face found by dlib's HOG detector on skin renders of the defaced heads, and "
-            "rank-1 re-identification among all original renders (95% Clopper-Pearson CI, "
-            "one-sided binomial test against chance 1/N).</p>" + table_html(summary[cols]))
-    figs = []
-    for tpl in summary["template"].astype(str):
-        renders = sorted(out_dir.glob(f"sub-*/figures/sub-*_desc-defaced{tpl}_render.png"))
-        for p in renders[:max_subjects]:
-            figs.append((f"{p.name.split('_')[0]} {tpl}", images.img_tag(p, p.stem)))
-    return body + figures_body(figs)

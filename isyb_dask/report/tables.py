@@ -90,6 +90,8 @@ def iqm_summary(frame: pd.DataFrame | None, subjects: list[str]) -> pd.DataFrame
     if frame is None or frame.empty:
         return None
     num = frame.reindex(subjects).apply(pd.to_numeric, errors="coerce")
+    # text variables of the QC groups (e.g. qc_anat.harmonization_route) are not IQMs
+    num = num.loc[:, [c for c in num.columns if frame[c].dtype.kind in "fiub"]]
     return pd.DataFrame({"n": num.count(), "mean": num.mean(), "sd": num.std(),
                          "min": num.min(), "median": num.median(),
                          "max": num.max()}).rename_axis("iqm").reset_index()
