@@ -31,7 +31,12 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage as ndi
 
-from isyb_dask.anat.warpfield import DenseField, ants_from_array, field_from_ants
+from isyb_dask.anat.warpfield import (
+    DenseField,
+    ants_from_array,
+    field_from_ants,
+    seeded_registration,
+)
 
 __all__ = [
     "BRIDGE_VERSION",
@@ -167,7 +172,7 @@ def _compute(cache: Path, seed: int) -> None:
     fixed = ants_from_array(ribbon, aff6)
     moving = ants_from_array(gm9, aff9)
     with tempfile.TemporaryDirectory(prefix="isyb-bridge-") as tmp:
-        reg = ants.registration(
+        reg = seeded_registration(
             fixed, moving, type_of_transform="SyN", initial_transform="identity",
             mask=ants_from_array(shell.astype(np.float32), aff6),
             aff_metric="mattes", aff_iterations=(300, 200, 50), aff_shrink_factors=(4, 2, 1),

@@ -28,7 +28,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from isyb_dask.anat.bridge import NLIN6_GRID, get_bridge, template_maps
-from isyb_dask.anat.warpfield import DenseField, ants_from_array, field_from_ants, grid_points
+from isyb_dask.anat.warpfield import (
+    DenseField,
+    ants_from_array,
+    field_from_ants,
+    grid_points,
+    seeded_registration,
+)
 
 __all__ = ["SPACE", "StandardNormalization", "normalize_to_standard", "write_transforms"]
 
@@ -192,7 +198,7 @@ def normalize_to_standard(
         fixed = ants_from_array(fixed_d, fixed_aff)
         moving = ants_from_array(moving_d, moving_aff)
         with tempfile.TemporaryDirectory(prefix="isyb-syn-") as tmp:
-            reg = ants.registration(
+            reg = seeded_registration(
                 fixed, moving, type_of_transform="SyN", random_seed=int(seed),
                 aff_metric="mattes", aff_iterations=(300, 200, 50), aff_shrink_factors=(4, 2, 1),
                 aff_smoothing_sigmas=(2, 1, 0), syn_metric="mattes",

@@ -18,9 +18,29 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["DenseField", "ants_from_array", "field_from_ants", "grid_points"]
+__all__ = ["DenseField", "ants_from_array", "field_from_ants", "grid_points", "seeded_registration"]
 
 _LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def seeded_registration(fixed, moving, *, random_seed: int, **kwargs):
+    """``ants.registration`` with its random sampling seeded, so that a run is repeatable.
+
+    antspyx does not forward a ``random_seed`` keyword to ``antsRegistration``: the
+    ``--random-seed`` option is only added from ``ants.config._random_seed`` (set by
+    ``ants.set_ants_deterministic``). Without it every call draws its metric samples from a
+    time-based seed and two runs of the same subject give different warps. The seed is set
+    for this call only and the previous value restored.
+    """
+    import ants
+    import ants.config
+
+    previous = ants.config._random_seed
+    ants.config._random_seed = int(random_seed)
+    try:
+        return ants.registration(fixed, moving, **kwargs)
+    finally:
+        ants.config._random_seed = previous
 
 
 def grid_points(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
