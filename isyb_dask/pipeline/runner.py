@@ -158,7 +158,7 @@ def run_participant_level(
     prog = progress or Progress(total=len(subjects), write=write)
     prog.message(f"{len(subjects)} subjects in {bids_dir}; outputs in {out_dir}")
     atlas = get_reference_atlas(cfg.cache_dir)
-    if {"qc_anat", "metrics"} & set(cfg.stages):
+    if "metrics" in cfg.stages:
         # the 2009aSym -> NLin6Asym bridge of the surface placement: built once per cache
         # (about a minute of CPU the first time), before the subject tasks need it
         from isyb_dask.anat.bridge import get_bridge

@@ -149,9 +149,9 @@ def _anatomy(inp: SubjectInputs, cfg: RunConfig, job: SubjectJob, threads: int, 
     anatomy = build_anatomy(inp.t1w, inp.subject, job.atlas, cfg, threads=threads, image=image)
     write_anatomy(anatomy, job.out_dir,
                   settings={"qc": dataclasses.asdict(cfg.qc), "registration_seed": cfg.deface.seed})
-    if {"qc_anat", "metrics"} & set(cfg.stages):
+    if "metrics" in cfg.stages:
         # non-linear normalisation + subject surfaces: what every vertex-wise metric samples
-        # through (deface alone does not need them)
+        # through (deface and the QC do not need them)
         from isyb_dask.anat.placement import attach_standard_space
 
         attach_standard_space(anatomy, job.out_dir, seed=cfg.deface.seed, threads=threads,
