@@ -134,10 +134,6 @@ def audited_run(tmp_path_factory):
         mp.setattr(pd.DataFrame, "to_csv", to_csv)
         mp.setattr(registration, "register_affine", register)
         mp.setattr(segmentation, "register_affine", register)
-        # modules that bound the function by name when first imported (by an earlier test)
-        from isyb_dask.metrics import spaces
-
-        mp.setattr(spaces, "register_affine", register)
         mp.setattr(segmentation, "register_atlas", forbidden)
         mp.setattr(nb, "load", load)
         mp.setattr(nifti, "_hash_file", hash_file)

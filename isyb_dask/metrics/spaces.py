@@ -30,7 +30,8 @@ import numpy as np
 from scipy import ndimage
 
 from isyb_dask.errors import RegistrationError
-from isyb_dask.registration import register_affine, to_sitk
+from isyb_dask import registration
+from isyb_dask.registration import to_sitk
 
 __all__ = [
     "SpaceChain",
@@ -232,7 +233,7 @@ def modality_to_t1w(
     moving = to_sitk(np.asarray(reference, dtype=np.float32), reference_affine)
     mask = ndimage.binary_dilation(np.asarray(t1w_brain, bool), iterations=2)
     fixed_mask = sitk.Cast(to_sitk(mask.astype(np.float32), t1w.affine) > 0.5, sitk.sitkUInt8)
-    reg = register_affine(
+    reg = registration.register_affine(  # looked up at call time (patchable, one copy)
         fixed,
         moving,
         dof=6,
