@@ -240,7 +240,7 @@ def test_t1w_iqms_recomputed_from_written_files(audited_run):
 
 
 def test_confounds_fd_is_the_exclusion_fd(audited_run):
-    from isyb_dask.qc.hmc import PARAM_NAMES
+    from isyb_dask.bold.hmc import PARAM_NAMES
     from isyb_dask.qc.motion import framewise_displacement
 
     func = audited_run["out"] / SUBJECT / "func"

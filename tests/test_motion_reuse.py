@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from isyb_dask.qc.hmc import apply_parameters, realign_series
+from isyb_dask.bold.hmc import apply_parameters, realign_series
 
 
 def _phantom(shape=(24, 26, 20)):
@@ -22,7 +22,7 @@ def test_apply_parameters_equals_realign_output():
     true = np.zeros((6, 6))
     true[1:, :3] = rng.normal(0, 0.6, (5, 3))
     true[1:, 3:] = rng.normal(0, 0.01, (5, 3))
-    from isyb_dask.qc.hmc import rigid_matrix, rotation_center, volume_to_sitk
+    from isyb_dask.bold.hmc import rigid_matrix, rotation_center, volume_to_sitk
 
     import SimpleITK as sitk
 

@@ -1,4 +1,4 @@
-"""Tests of isyb_dask.qc.hmc: recovery of known rigid motion on a smooth phantom."""
+"""Tests of isyb_dask.bold.hmc: recovery of known rigid motion on a smooth phantom."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from isyb_dask.qc.hmc import realign_series, rigid_matrix, rotation_center, volume_to_sitk
+from isyb_dask.bold.hmc import realign_series, rigid_matrix, rotation_center, volume_to_sitk
 
 
 def _phantom(points: np.ndarray, seed: int = 0) -> np.ndarray:

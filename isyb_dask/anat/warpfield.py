@@ -18,7 +18,14 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["DenseField", "ants_from_array", "field_from_ants", "grid_points", "seeded_registration"]
+__all__ = [
+    "DenseField",
+    "ants_from_array",
+    "field_from_ants",
+    "grid_points",
+    "seeded_registration",
+    "syn_fields",
+]
 
 _LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -183,3 +190,70 @@ def field_from_ants(
         disp = np.asarray(warp.numpy(), dtype=np.float64)
         aff = _ants_affine(warp)
     return DenseField((disp @ _LPS.T).astype(np.float32), aff)
+
+
+def _ants_affine_lps(path: str) -> np.ndarray:
+    """4x4 LPS matrix of an ANTs ``*GenericAffine.mat`` (fixed point -> moving point)."""
+    import ants
+
+    tx = ants.read_transform(path)
+    par = np.asarray(tx.parameters, dtype=np.float64)
+    centre = np.asarray(tx.fixed_parameters, dtype=np.float64)[:3]
+    lin = par[:9].reshape(3, 3)
+    out = np.eye(4)
+    out[:3, :3] = lin
+    out[:3, 3] = par[9:12] + centre - lin @ centre
+    return out
+
+
+def _warp_lps(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(X, Y, Z, 3) LPS displacement of an ANTs warp file and its voxel-to-RAS affine."""
+    import ants
+
+    warp = ants.image_read(path)
+    return np.asarray(warp.numpy(), dtype=np.float64), _ants_affine(warp)
+
+
+def syn_fields(
+    fwdtransforms: list[str],
+    invtransforms: list[str],
+    moving_shape: tuple[int, int, int],
+    moving_affine: np.ndarray,
+) -> tuple[DenseField, DenseField]:
+    """Both dense fields of an ANTs ``SyN`` result, composed in NumPy.
+
+    ``ants.registration(type_of_transform="SyN")`` returns ``[Warp, Affine]`` (forward) and
+    ``[Affine, InverseWarp]`` (inverse, the affine to be inverted), the warps on the fixed
+    grid. For a fixed-grid point ``x`` the forward map is ``A(x + u(x))`` and, for a point
+    ``y`` of the moving grid, the inverse map is ``z + v(z)`` with ``z = A^-1(y)`` (``v``
+    trilinear, 0 outside the fixed grid, as ITK's displacement-field transform). This equals
+    :func:`field_from_ants` on the same grids (antsApplyTransforms ``--compose``) without
+    writing and reading two composed fields.
+
+    Returns
+    -------
+    (DenseField, DenseField)
+        Forward field on the fixed grid (fixed point -> moving point) and inverse field on the
+        moving grid (moving point -> fixed point), RAS mm.
+    """
+    if len(fwdtransforms) != 2 or len(invtransforms) != 2:
+        raise ValueError("syn_fields expects the two transforms of a SyN registration")
+    u, fixed_aff = _warp_lps(fwdtransforms[0])
+    v, _ = _warp_lps(invtransforms[1])
+    a = _ants_affine_lps(fwdtransforms[1])
+    # forward, on the fixed grid (LPS throughout, RAS displacement at the end)
+    x = grid_points(u.shape[:3], fixed_aff) @ _LPS.T
+    y = (x + u) @ a[:3, :3].T + a[:3, 3]
+    fwd = DenseField(((y - x) @ _LPS.T).astype(np.float32), fixed_aff)
+    # inverse, on the moving grid
+    pts = grid_points(tuple(moving_shape), moving_affine).reshape(-1, 3) @ _LPS.T
+    ainv = np.linalg.inv(a)
+    z = pts @ ainv[:3, :3].T + ainv[:3, 3]
+    inv_f = np.linalg.inv(fixed_aff)
+    ijk = (z @ _LPS.T) @ inv_f[:3, :3].T + inv_f[:3, 3]
+    disp = np.stack([ndi.map_coordinates(v[..., c], ijk.T, order=1, mode="constant", cval=0.0)
+                     for c in range(3)], axis=1)
+    back = z + disp
+    inv = DenseField(((back - pts) @ _LPS.T).reshape(*moving_shape, 3).astype(np.float32),
+                     np.asarray(moving_affine, dtype=np.float64).copy())
+    return fwd, inv

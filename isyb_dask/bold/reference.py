@@ -7,9 +7,9 @@ surface metrics (:func:`isyb_dask.metrics.stage.run_metrics`):
 * the file is read and validated once (:func:`isyb_dask.io.nifti.load_image`) and hashed
   once;
 * leading non-steady-state volumes are detected (MRIQC rule) and dropped;
-* head motion is estimated once (:func:`isyb_dask.qc.hmc.realign_series`): the metrics
+* head motion is estimated once (:func:`isyb_dask.bold.hmc.realign_series`): the metrics
   apply these parameters after despiking and slice-timing correction
-  (:func:`isyb_dask.qc.hmc.apply_parameters`) instead of estimating them again;
+  (:func:`isyb_dask.bold.rigid.apply_parameters`) instead of estimating them again;
 * the temporal mean of the realigned series and its 3dAutomask-like brain mask are the one
   BOLD mean and mask of every stage;
 * framewise displacement has one definition (:func:`isyb_dask.qc.motion.framewise_displacement`):
@@ -153,7 +153,7 @@ def build_bold_reference(
     """
     from isyb_dask.qc.func_iqms import non_steady_state_volumes
     from isyb_dask.qc.func_masks import automask
-    from isyb_dask.qc.hmc import realign_series, rotation_center
+    from isyb_dask.bold.hmc import realign_series, rotation_center
     from isyb_dask.qc.motion import framewise_displacement
 
     bold = Path(bold)

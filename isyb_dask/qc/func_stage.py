@@ -23,7 +23,7 @@ from isyb_dask.io.nifti import save_like, voxel_sizes
 from isyb_dask.io.outputs import func_path
 from isyb_dask.qc.dvars import compute_dvars, dvars_summary
 from isyb_dask.qc.func_iqms import gcor, gsr, mean_epi_iqms, tsnr
-from isyb_dask.qc.hmc import PARAM_NAMES
+from isyb_dask.bold.rigid import PARAM_NAMES
 from isyb_dask.qc.motion import fd_summary
 
 __all__ = ["IQM_NAMES", "MIN_VOLUMES", "bold_entities", "run_qc_func"]

@@ -4,7 +4,7 @@ FD_t = |Δtrans_x| + |Δtrans_y| + |Δtrans_z| + r (|Δrot_x| + |Δrot_y| + |Δr
 t = 2..T, with translations in mm, rotations in radians and r the head radius (mm), i.e.
 the arc length of a rotation on a sphere of radius r. Identical to nipype
 ``FramewiseDisplacement`` (``normalize=False``) once its parameters are in
-(trans, rot-in-radians) order, which is what :func:`isyb_dask.qc.hmc.realign_series`
+(trans, rot-in-radians) order, which is what :func:`isyb_dask.bold.hmc.realign_series`
 returns.
 """
 
