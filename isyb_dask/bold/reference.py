@@ -185,7 +185,7 @@ def build_bold_reference(
     settings = {
         "hmc": {"method": "gauss-newton", "reference": reference,
                 "cost": "sum of squares after global gain, head voxels, outlier slices dropped",
-                "estimation_interpolation": "trilinear, cubic B-spline final iterations",
+                "estimation_interpolation": "trilinear, quadratic B-spline final iterations",
                 "output_interpolation": "trilinear",
                 "pyramid": {"shrink": [2, 1], "smooth_vox": [1, 0]},
                 "rotation_center_mm": rotation_center(kept.shape, img.affine).tolist()},
