@@ -7,7 +7,7 @@ Usage::
 
 One generated 1 mm subject (``generate_study(..., voxel_size=1, bold_volumes=240, seed=3)``,
 the round's speed-budget subject) is made once; then, in the same run and one after the
-other, each code tree (the ``--baseline`` commit, default ``HEAD~1`` of this branch's base,
+other, each code tree (the ``--baseline`` commit, default ``main``, the branch's base,
 checked out in a temporary ``git worktree``, and this working tree) runs in a fresh
 subprocess with one thread:
 

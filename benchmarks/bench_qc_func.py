@@ -32,7 +32,7 @@ import SimpleITK as sitk
 
 from isyb_dask.qc.config import QCConfig
 from isyb_dask.qc.func_stage import run_qc_func
-from isyb_dask.qc.hmc import realign_series, rigid_matrix, rotation_center, volume_to_sitk
+from isyb_dask.bold.hmc import realign_series, rigid_matrix, rotation_center, volume_to_sitk
 from isyb_dask.qc.motion import framewise_displacement
 
 SHARED = Path(os.environ.get("ISYB_SHARED_DATA",
