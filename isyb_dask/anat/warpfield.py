@@ -226,7 +226,7 @@ def syn_fields(
     ``[Affine, InverseWarp]`` (inverse, the affine to be inverted), the warps on the fixed
     grid. For a fixed-grid point ``x`` the forward map is ``A(x + u(x))`` and, for a point
     ``y`` of the moving grid, the inverse map is ``z + v(z)`` with ``z = A^-1(y)`` (``v``
-    trilinear, 0 outside the fixed grid, as ITK's displacement-field transform). This equals
+    trilinear, 0 outside the fixed grid as in ITK's displacement-field transform). This equals
     :func:`field_from_ants` on the same grids (antsApplyTransforms ``--compose``) without
     writing and reading two composed fields.
 
@@ -251,8 +251,12 @@ def syn_fields(
     z = pts @ ainv[:3, :3].T + ainv[:3, 3]
     inv_f = np.linalg.inv(fixed_aff)
     ijk = (z @ _LPS.T) @ inv_f[:3, :3].T + inv_f[:3, 3]
-    disp = np.stack([ndi.map_coordinates(v[..., c], ijk.T, order=1, mode="constant", cval=0.0)
+    # ITK's displacement-field transform: linear inside the buffer, the edge value within half
+    # a voxel of it, 0 beyond
+    inside = np.all((ijk >= -0.5) & (ijk <= np.asarray(v.shape[:3]) - 0.5), axis=1)
+    disp = np.stack([ndi.map_coordinates(v[..., c], ijk.T, order=1, mode="nearest")
                      for c in range(3)], axis=1)
+    disp[~inside] = 0.0
     back = z + disp
     inv = DenseField(((back - pts) @ _LPS.T).reshape(*moving_shape, 3).astype(np.float32),
                      np.asarray(moving_affine, dtype=np.float64).copy())
