@@ -92,11 +92,21 @@ def _run(code_dir: Path, refs: Path, out: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _prepare_subject(bids: Path, refs: Path) -> None:
+    subprocess.run([sys.executable, "-m", "isyb_dask.cli.main", "synth", str(bids),
+                    "--subjects", "1", "--voxel-size", "1", "--bold-volumes", "240",
+                    "--seed", "3"], cwd=ROOT, check=True, capture_output=True, env=_env(ROOT))
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--prepare", str(bids),
+                    str(refs)], cwd=ROOT, check=True, env=_env(ROOT))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print a Markdown table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline", default="2e3e70b")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--refs", type=Path, help="reuse references pickled by an earlier run "
+                    "(skips generating the subject and building its references)")
     ap.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--prepare", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -113,20 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="isyb-bench-metrics-"))
     try:
         bids, refs = tmp / "bids", tmp / "refs.pkl"
-        subprocess.run([sys.executable, "-m", "isyb_dask.cli.main", "synth", str(bids),
-                        "--subjects", "1", "--voxel-size", "1", "--bold-volumes", "240",
-                        "--seed", "3"], cwd=ROOT, check=True, capture_output=True,
-                       env=_env(ROOT))
-        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--prepare", str(bids),
-                        str(refs)], cwd=ROOT, check=True, env=_env(ROOT))
+        if args.refs is not None:
+            refs = args.refs
+        else:
+            _prepare_subject(bids, refs)
         wt = tmp / "baseline"
         subprocess.run(["git", "worktree", "add", "--detach", str(wt), args.baseline],
                        cwd=ROOT, check=True, capture_output=True)
         rows: dict[str, list[dict]] = {"baseline": [], "current": []}
         try:
             for k in range(args.repeat):
-                rows["baseline"].append(_run(wt, refs, tmp / f"out-baseline-{k}"))
-                rows["current"].append(_run(ROOT, refs, tmp / f"out-current-{k}"))
+                for name, tree in (("baseline", wt), ("current", ROOT)):
+                    rows[name].append(_run(tree, refs, tmp / f"out-{name}-{k}"))
+                    print(f"{name} run {k}: {rows[name][-1]}", flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=ROOT,
                            capture_output=True)
