@@ -200,16 +200,17 @@ def test_run_metrics_on_generated_subject(study, atlas, tmp_path):
     assert 1.0 < np.median(thick.get_fdata()[thick.get_fdata() > 0]) < 8.0
     for rel in (
         "dwi/sub-0001_desc-FA_dwimap.nii.gz",
-        "dwi/sub-0001_space-MNI152_desc-MD_dwimap.nii.gz",
+        "dwi/sub-0001_space-MNI152NLin2009aSym_desc-MD_dwimap.nii.gz",
         "func/sub-0001_task-rest_desc-fALFF_boldmap.nii.gz",
-        "func/sub-0001_task-rest_space-MNI152_desc-ALFF_boldmap.nii.gz",
+        "func/sub-0001_task-rest_space-MNI152NLin2009aSym_desc-ALFF_boldmap.nii.gz",
         "perf/sub-0001_desc-CBF_cbf.nii.gz",
         "perf/sub-0001_desc-brain_mask.nii.gz",
-        "anat/sub-0001_space-MNI152_label-GM_desc-modulated_probseg.nii.gz",
+        "anat/sub-0001_space-MNI152NLin2009aSym_label-GM_desc-modulated_probseg.nii.gz",
     ):
         assert (out / "sub-0001" / rel).exists(), rel
         assert (out / "sub-0001" / rel.replace(".nii.gz", ".json")).exists()
-    mni = nb.load(str(out / "sub-0001" / "perf" / "sub-0001_space-MNI152_desc-CBF_cbf.nii.gz"))
+    mni = nb.load(str(out / "sub-0001" / "perf"
+                      / "sub-0001_space-MNI152NLin2009aSym_desc-CBF_cbf.nii.gz"))
     assert np.allclose(np.abs(np.diag(mni.affine)[:3]), 2.0)
 
 

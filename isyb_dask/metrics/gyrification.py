@@ -91,6 +91,11 @@ def outer_hull(
 ) -> np.ndarray:
     """Morphological closing with a Euclidean ball (exact, via distance transforms).
 
+    The two distance transforms run on the mask's bounding box grown by ``2 r + 2`` voxels
+    (every voxel whose closing depends on the mask lies within that box: the dilation reaches
+    ``r`` beyond the mask and the erosion looks ``r`` further), which gives the same result as
+    the whole grid at a fraction of the cost.
+
     Parameters
     ----------
     mask
@@ -106,12 +111,42 @@ def outer_hull(
         Closed mask with interior holes filled (same shape).
     """
     r = diameter_mm / 2.0
-    pad = int(np.ceil(r / min(zooms))) + 2
-    m = np.pad(np.asarray(mask, dtype=bool), pad)
+    m_full = np.asarray(mask, dtype=bool)
+    out = np.zeros(m_full.shape, dtype=bool)
+    box = _bbox(m_full, 0)
+    if box is None:
+        return out
+    pad = 2 * int(np.ceil(r / min(zooms))) + 2
+    m = np.pad(m_full[box], pad)
     dil = ndimage.distance_transform_edt(~m, sampling=zooms) <= r
     closed = ndimage.distance_transform_edt(dil, sampling=zooms) > r
     closed = ndimage.binary_fill_holes(closed | m)
-    return closed[pad:-pad, pad:-pad, pad:-pad]
+    # the closing of a set lies within its convex hull, hence within its bounding box
+    out[box] = closed[pad:-pad, pad:-pad, pad:-pad]
+    return out
+
+
+def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice] | None:
+    """Bounding box of a mask grown by ``margin`` voxels (clipped to the grid), or None."""
+    if not mask.any():
+        return None
+    sl = []
+    for ax in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))
+        sl.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin,
+                                                          mask.shape[ax])))
+    return tuple(sl)  # type: ignore[return-value]
+
+
+def _nearest(points: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Index of the nearest of ``points`` for each query (exact).
+
+    A sliding-midpoint KD-tree without compacted nodes: for queries deep inside a closed
+    surface (buried cortex far below the hull) it visits about 6x fewer cells than SciPy's
+    default balanced, compacted tree; the answer is the same nearest point (ties aside).
+    """
+    tree = cKDTree(points, leafsize=32, balanced_tree=False, compact_nodes=False)
+    return tree.query(queries)[1]
 
 
 def _zooms(affine: np.ndarray) -> tuple[float, float, float]:
@@ -192,21 +227,27 @@ def local_gyrification(
     if not mask.any():
         raise ValueError("LGI: the tissue map is empty")
     zooms = _zooms(affine)
-    filled = ndimage.binary_fill_holes(mask)
+    # hole filling, closing and smoothing run on the tissue's bounding box (+6 voxels: the
+    # closing stays inside the box and the smoothing kernel reaches 4 voxels), with the same
+    # values as on the whole grid; the iso-surfaces are extracted on the whole grid so that
+    # their vertex coordinates (which the 3 mm cells are cut from) are bit-identical
+    box = _bbox(mask, 6)
+    filled = np.zeros(mask.shape, dtype=bool)
+    filled[box] = ndimage.binary_fill_holes(mask[box])
     pial_field = np.where(filled & ~mask, 1.0, tissue)
     if sulci is not None:
         pial_field[np.asarray(sulci, dtype=bool)] = 0.0
     p_v, p_f = iso_surface(pial_field, affine)
-    hull = outer_hull(filled, zooms, closing_diameter_mm)
-    h_field = ndimage.gaussian_filter(hull.astype(np.float32), 1.0)
+    hull = outer_hull(filled[box], zooms, closing_diameter_mm)
+    h_field = np.zeros(mask.shape, dtype=np.float32)
+    h_field[box] = ndimage.gaussian_filter(hull.astype(np.float32), 1.0)
     h_v, h_f = iso_surface(h_field, affine)
     p_area = triangle_areas(p_v, p_f)
     h_area_tri = triangle_areas(h_v, h_f)
     h_area = np.zeros(h_v.shape[0])
     for k in range(3):
         h_area += np.bincount(h_f[:, k], weights=h_area_tri / 3.0, minlength=h_v.shape[0])
-    tree = cKDTree(h_v)
-    _, nearest = tree.query(p_v[p_f].mean(axis=1))
+    nearest = _nearest(h_v, p_v[p_f].mean(axis=1))
     p_on_hull = np.bincount(nearest, weights=p_area, minlength=h_v.shape[0])
     # pool hull vertices into cells
     keys = np.floor((h_v - h_v.min(axis=0)) / cell_mm).astype(np.int64)
@@ -250,5 +291,5 @@ def lgi_at_points(result: LGIResult, points: np.ndarray) -> np.ndarray:
     np.ndarray
         ``(k,)`` float32.
     """
-    _, idx = cKDTree(result.hull_vertices).query(np.asarray(points, dtype=np.float64))
+    idx = _nearest(result.hull_vertices, np.asarray(points, dtype=np.float64))
     return result.lgi[idx].astype(np.float32)

@@ -11,7 +11,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["SubjectFiles", "subject_files", "template_head", "render_path", "MAP_FILES"]
+__all__ = ["MAP_FILES", "MNI_SPACES", "SubjectFiles", "render_path", "subject_files",
+           "template_head"]
+
+#: Standard spaces of the metrics stage's volumetric copies, in order of preference.
+MNI_SPACES: tuple[str, ...] = ("MNI152NLin6Asym", "MNI152NLin2009aSym")
 
 #: Volumetric maps shown on the subject page: name -> (datatype, file-name tail).
 MAP_FILES: dict[str, tuple[str, str]] = {
@@ -35,6 +39,7 @@ class SubjectFiles:
     renders: dict[str, Path] = field(default_factory=dict)
     mni_t1w: Path | None = None
     mni_gm: Path | None = None
+    mni_space: str | None = None
     bold: Path | None = None
     bold_mask: Path | None = None
     confounds: Path | None = None
@@ -98,8 +103,14 @@ def subject_files(out_dir: Path, subject: str, templates: list[str],
         r = render_path(Path(out_dir), s, t)
         if r.is_file():
             files.renders[t] = r
-    files.mni_t1w = _first(der, "anat", f"{s}*_space-MNI152*_T1w.nii*")
-    files.mni_gm = _first(der, "anat", f"{s}*_space-MNI152_label-GM_probseg.nii*")
+    # standard-space copies written by the metrics stage: the SyN route's MNI152NLin6Asym
+    # first, else the affine route's MNI152NLin2009aSym (TemplateFlow identifiers); the
+    # "T1w"-suffixed file of that folder is the thickness map, not a T1w image
+    for space in MNI_SPACES:
+        files.mni_gm = _first(der, "anat", f"{s}*_space-{space}_label-GM_probseg.nii*")
+        if files.mni_gm is not None:
+            files.mni_space = space
+            break
     files.bold = _first(der, "func", f"{s}*_desc-hmc_bold.nii*")
     if files.bold is not None:
         stem = files.bold.name.split("_desc-hmc_bold")[0]

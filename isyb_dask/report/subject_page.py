@@ -163,8 +163,10 @@ def _registration(data: ReportData, files: SubjectFiles, figdir: Path, page_dir:
 
     def draw_mni(out: Path) -> Path:
         what = "T1w" if files.mni_t1w else "GM probability"
+        space = files.mni_space or "MNI"
         return sf.edge_check(sf.load_ras(moving), _mni_template(), out,
-                             title=f"subject {what} in MNI space, MNI152 edges (red)")
+                             title=f"subject {what} in {space}, MNI152NLin2009aSym T1 "
+                                   "edges (red)")
 
     parts.append(_picture(figdir / f"{subject}_desc-normalisation_report.png", [moving],
                           draw_mni, "normalisation check", page_dir))
