@@ -6,8 +6,9 @@ Usage::
         python benchmarks/bench_anatomy.py [--out benchmarks/results_anatomy.md]
 
 For one generated 1 mm subject (``generate_study(..., voxel_size=1, modalities=("anat",))``)
-and, when present, the 2 mm volunteer of ``../shared/data``: the subject's own segmentation
-(N4 + EM, not timed), then in the same process
+and, when present, the 2 mm volunteer of ``../shared/data``: the subject's anatomical
+reference as the pipeline builds it (``anat.reference.build_anatomy``: N4 + EM posteriors,
+not timed), then in the same process
 
 * affine-only (today's route): ``metrics.spaces.t1w_to_mni`` (atlas head registration,
   12 dof) and the S1200 midthickness mapped by its inverse;
@@ -32,27 +33,23 @@ import numpy as np
 
 
 def _segment(path: Path):
+    """The pipeline's anatomical reference (N4 + EM posteriors, brain mask), not timed."""
+    from isyb_dask.anat.reference import build_anatomy
     from isyb_dask.atlas import get_reference_atlas
-    from isyb_dask.metrics.spaces import t1w_to_mni
-    from isyb_dask.qc import anat_masks as am
-    from isyb_dask.qc.segmentation import segment_tissues
-    from isyb_dask.registration import to_canonical
+    from isyb_dask.config import RunConfig
 
-    atlas = get_reference_atlas()
-    can = to_canonical(nb.load(str(path)))
-    img = nb.Nifti1Image(np.asarray(can.dataobj, dtype=np.float32), can.affine)
-    chain = t1w_to_mni(img, atlas, seed=1, threads=1)
-    data = np.clip(np.asarray(img.dataobj, dtype=np.float32), 0, None)
-    n4, _ = am.n4_correct(data, img.header.get_zooms()[:3], chain.brain, threads=1)
-    post, _ = segment_tissues(n4, chain.brain, chain.priors)
-    posteriors = {"csf": post[0], "gm": post[1], "wm": post[2]}
-    return img, nb.Nifti1Image(n4, img.affine), chain.brain, posteriors
+    an = build_anatomy(path, "sub-bench", get_reference_atlas(), RunConfig(), threads=1)
+    img = nb.Nifti1Image(np.asarray(an.canonical.dataobj, dtype=np.float32),
+                         an.canonical.affine)
+    n4 = nb.Nifti1Image(np.asarray(an.n4, dtype=np.float32), an.canonical.affine)
+    return img, n4, an.brain_mask, dict(an.posteriors)
 
 
 def bench(path: Path, label: str) -> dict:
     from isyb_dask.anat.normalize import normalize_to_standard
     from isyb_dask.anat.surfaces import mean_at_vertices, place_surfaces, refine_surfaces
     from isyb_dask.atlas import get_reference_atlas
+    from isyb_dask.config import RunConfig
     from isyb_dask.metrics.fslr import load_fslr32k
     from isyb_dask.metrics.spaces import t1w_to_mni
 
@@ -68,7 +65,7 @@ def bench(path: Path, label: str) -> dict:
     cpu_affine = time.process_time() - t0
 
     t0 = time.process_time()
-    norm = normalize_to_standard(n4, brain, post, seed=1, threads=1)
+    norm = normalize_to_standard(n4, brain, post, seed=RunConfig().deface.seed, threads=1)
     t1 = time.process_time()
     placed = place_surfaces(norm, fslr)
     t2 = time.process_time()
