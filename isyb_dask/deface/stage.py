@@ -229,7 +229,7 @@ def deface_array(
         defaced, changed = maskface_blur(
             data, region, head, vox, depth_mm=cfg.skin_depth_mm, smooth_mm=cfg.skin_smooth_mm,
             shift_mm=cfg.skin_shift_mm, margin_mm=cfg.blend_margin_mm,
-            ramp_mm=cfg.blend_ramp_mm,
+            ramp_mm=cfg.blend_ramp_mm, border_mm=cfg.blend_border_mm,
         )
         if cfg.method == "reface":  # the template's face, blended into the smooth face
             defaced, ch, info = reface(
