@@ -192,22 +192,29 @@ def maskface_blur(
     n = ndi.gaussian_filter(n, sig, mode="constant")
     glob = s.sum(axis=(0, 1, 2)) / np.maximum(n.sum(axis=(0, 1, 2)), 1e-9)
     prof = np.where(n > 1e-3, s / np.maximum(n, 1e-12), glob)
-    cpts = np.stack([(c.astype(np.float32) - (g - 1) / 2.0) / g for c in cidx])
-    kpos = np.clip((p_new - lo_b) / b, 0.0, nb_ - 1.0)
+    ui = np.flatnonzero(use)  # only the replaced voxels need new values
+    cu = tuple(c[ui] for c in cidx)
+    cpts = np.stack([(c.astype(np.float32) - (g - 1) / 2.0) / g for c in cu])
+    kpos = np.clip((p_new[ui] - lo_b) / b, 0.0, nb_ - 1.0)
     val = ndi.map_coordinates(prof, np.vstack([cpts, kpos[None, :]]), order=1, mode="nearest")
     # the kept share (1 - w) is the original moved along the skin normal by the same
     # displacement, so both shares put the skin at phi_new = 0 and the surface follows the
     # weight smoothly (blending the unmoved original would pull the skin back to the old one
-    # where w is small: a steep step at the border)
-    grad = np.stack([ndi.map_coordinates(gc, pts, order=1, mode="nearest")
-                     for gc in np.gradient(phi_c, *cvox)])
-    grad /= np.maximum(np.sqrt((grad * grad).sum(axis=0)), 1e-6)
-    src = np.stack(cidx).astype(np.float32) + grad * ((p_new - p) / vox[:, None])
-    kept = ndi.map_coordinates(sub, src, order=1, mode="nearest")
-    newval = (1.0 - w) * kept + w * val
+    # where w is small: a steep step at the border); needed where w < 1 and the skin moves
+    kept = sub[cu]
+    mv = np.flatnonzero((w[ui] < 1.0) & (np.abs(p_new[ui] - p[ui]) > 1e-3))
+    if mv.size:
+        pm = pts[:, ui[mv]]
+        grad = np.stack([ndi.map_coordinates(gc, pm, order=1, mode="nearest")
+                         for gc in np.gradient(phi_c, *cvox)])
+        grad /= np.maximum(np.sqrt((grad * grad).sum(axis=0)), 1e-6)
+        disp = (p_new[ui[mv]] - p[ui[mv]]) / vox[:, None]
+        src = np.stack([c[mv] for c in cu]).astype(np.float32) + grad * disp
+        kept[mv] = ndi.map_coordinates(sub, src, order=1, mode="nearest")
+    newval = (1.0 - w[ui]) * kept + w[ui] * val
     out = vol.copy()
     changed = np.zeros(vol.shape, dtype=bool)
-    sel = tuple(c[use] + lo[i] for i, c in enumerate(cidx))
-    out[sel] = newval[use]
+    sel = tuple(c + lo[i] for i, c in enumerate(cu))
+    out[sel] = newval
     changed[sel] = True
     return out, changed
