@@ -131,25 +131,31 @@ def cover_protected(
     pb = protect[box]
     if not pb.any():
         return out, cover
-    # signed distance to the protected mask on a grid of about 2 mm (smooth field: exact
-    # enough), then smoothed; read back at full resolution
+    # signed distance to the protected mask on a grid of about 2 mm (fine index i sits at
+    # coarse coordinate i / f), raw and Gaussian-smoothed; both are read back only at the
+    # removed voxels that can be in the shell
     f = max(1, int(round(2.0 / float(vox.min()))))
     pc = pb[::f, ::f, ::f]
     cvox = vox * f
     sd = (ndi.distance_transform_edt(~pc, sampling=cvox)
           - ndi.distance_transform_edt(pc, sampling=cvox)).astype(np.float32)
-    sd = ndi.gaussian_filter(sd, smooth_mm / cvox, mode="nearest")
-    if f > 1:
-        sd = ndi.zoom(sd, f, order=1, grid_mode=False)
-        sd = np.pad(sd, [(0, max(0, n - c)) for n, c in zip(pb.shape, sd.shape)],
-                    mode="edge")[: pb.shape[0], : pb.shape[1], : pb.shape[2]]
-    near = ndi.distance_transform_edt(~pb, sampling=vox) <= min_mm
-    # partial volume across the level set (no voxel terraces on the rendered iso-surface)
-    frac = np.clip(0.5 - (sd - cover_mm) / float(vox.min()), 0.0, 1.0)
-    frac = np.maximum(frac, near)
-    sel = removed[box] & ~pb & (frac > 0)
-    cover[box] = sel
-    sub = out[box]
-    sub[sel] = np.maximum(sub[sel], value * frac[sel])
-    out[box] = sub
+    sds = ndi.gaussian_filter(sd, smooth_mm / cvox, mode="nearest")
+    reach_c = np.minimum(sd - min_mm, sds - cover_mm) <= float(cvox.max()) + float(vox.max())
+    cand = np.nonzero(removed[box] & ~pb)
+    near_c = np.minimum(np.rint(np.stack(cand) / f).astype(np.intp),
+                        np.asarray(pc.shape)[:, None] - 1)
+    keep = reach_c[tuple(near_c)]
+    cand = tuple(c[keep] for c in cand)
+    if cand[0].size == 0:
+        return out, cover
+    pts = np.stack(cand).astype(np.float32) / f
+    d_raw = ndi.map_coordinates(sd, pts, order=1, mode="nearest")
+    d_s = ndi.map_coordinates(sds, pts, order=1, mode="nearest")
+    # partial volume across the smooth level set (no voxel terraces on the rendered surface)
+    frac = np.clip(0.5 - (d_s - cover_mm) / float(vox.min()), 0.0, 1.0)
+    frac = np.maximum(frac, (d_raw <= min_mm).astype(np.float64))
+    sel = frac > 0
+    idx = tuple(c[sel] + (box[i].start or 0) for i, c in enumerate(cand))
+    cover[idx] = True
+    out[idx] = np.maximum(out[idx], value * frac[sel])
     return out, cover
