@@ -67,7 +67,9 @@ def maskface_blur(
     profile_mm: float = 12.0,
     margin_mm: float = 6.0,
     ramp_mm: float = 8.0,
+    border_mm: float | None = 20.0,
     air_keep_mm: float = 3.0,
+    feather_mm: float = 4.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replace the skin layer of the face region by a smooth surface (see module docstring).
 
@@ -92,8 +94,17 @@ def maskface_blur(
     margin_mm, ramp_mm
         The weight is 1 up to ``margin_mm`` outside the face region and falls to 0 over
         ``ramp_mm``; the same ramp fades the layer out at its deep side.
+    border_mm
+        Width of the ramp at the region's border when it differs from ``ramp_mm``: the skin
+        moves by up to ``shift_mm`` plus the recession of the smoothed skin there, so its
+        curvature across the border is about ``6 * move / border_mm**2``. The ramp also
+        fades out within ``border_mm`` of the volume's faces (a shell cut by the field of
+        view would end in a flat wall).
     air_keep_mm
         Air voxels farther than this from the old and the new skin keep their values.
+    feather_mm
+        Gaussian sigma (mm) applied to the distance to the face region before the border
+        ramp (a smooth, kink-free blend weight).
 
     Returns
     -------
@@ -110,7 +121,8 @@ def maskface_blur(
     if not region.any():
         raise FaceRegionError("resulting ROI is too small for defacing: the face region is empty")
     vox = np.asarray(voxel_mm, dtype=np.float64)
-    reach = margin_mm + ramp_mm + smooth_mm
+    border = float(ramp_mm if border_mm is None else border_mm)
+    reach = margin_mm + border + smooth_mm
     pad = np.ceil(reach / vox).astype(int)
     idx = np.argwhere(region)
     lo = np.maximum(idx.min(axis=0) - pad, 0)
@@ -130,12 +142,15 @@ def maskface_blur(
     phi_sc = ndi.gaussian_filter(phi_c, smooth_mm / cvox, mode="nearest")
     reg_c = _block_mean(region[box].astype(np.float32), f) > 0
     dist_c = ndi.distance_transform_edt(~reg_c, sampling=cvox).astype(np.float32)
+    # feathered border: the distance to a voxel region has kinks (staircase edges, corners);
+    # smoothed, its iso-surfaces and so the blend weight are smooth (no terraced ridge)
+    dist_c = ndi.gaussian_filter(dist_c, feather_mm / cvox, mode="nearest")
     deep = depth_mm + 2.0 * smooth_mm  # the smoothed skin recedes by up to ~2 sigma (nose)
     tol = float(cvox.max()) if f > 1 else 0.0
     # voxels that can change: within depth_mm of the old or the new skin and not air in both
     lo_s, hi_s = np.minimum(phi_c, phi_sc - shift_mm), np.maximum(phi_c, phi_sc - shift_mm)
     cand_c = (hi_s >= -depth_mm - tol) & (lo_s <= air_keep_mm + tol) & (phi_c >= -deep - tol)
-    cand_c &= dist_c <= margin_mm + ramp_mm + tol
+    cand_c &= dist_c <= margin_mm + border + tol
     del lo_s, hi_s
     if f == 1:
         cidx = np.nonzero(cand_c)
@@ -149,7 +164,11 @@ def maskface_blur(
     if f > 1:
         p = ndi.map_coordinates(phi_c, pts, order=1, mode="nearest")
     w_r = _smoothstep(1.0 - (ndi.map_coordinates(dist_c, pts, order=1, mode="nearest") - margin_mm)
-                      / ramp_mm)
+                      / border)
+    # distance (mm) of each voxel to the nearest face of the volume
+    edge = np.min([np.minimum(c + lo[i], vol.shape[i] - 1 - c - lo[i]) * vox[i]
+                   for i, c in enumerate(cidx)], axis=0)
+    w_r = w_r * _smoothstep(edge / border)
     p_s = ndi.map_coordinates(phi_sc, pts, order=1, mode="nearest") - shift_mm
     # a voxel is in the layer when it lies within depth_mm of the old or of the new skin
     w = w_r * _smoothstep((np.maximum(p, p_s) + depth_mm) / max(ramp_mm, 1e-6))
@@ -173,13 +192,29 @@ def maskface_blur(
     n = ndi.gaussian_filter(n, sig, mode="constant")
     glob = s.sum(axis=(0, 1, 2)) / np.maximum(n.sum(axis=(0, 1, 2)), 1e-9)
     prof = np.where(n > 1e-3, s / np.maximum(n, 1e-12), glob)
-    cpts = np.stack([(c.astype(np.float32) - (g - 1) / 2.0) / g for c in cidx])
-    kpos = np.clip((p_new - lo_b) / b, 0.0, nb_ - 1.0)
+    ui = np.flatnonzero(use)  # only the replaced voxels need new values
+    cu = tuple(c[ui] for c in cidx)
+    cpts = np.stack([(c.astype(np.float32) - (g - 1) / 2.0) / g for c in cu])
+    kpos = np.clip((p_new[ui] - lo_b) / b, 0.0, nb_ - 1.0)
     val = ndi.map_coordinates(prof, np.vstack([cpts, kpos[None, :]]), order=1, mode="nearest")
-    newval = (1.0 - w) * sub[cidx] + w * val
+    # the kept share (1 - w) is the original moved along the skin normal by the same
+    # displacement, so both shares put the skin at phi_new = 0 and the surface follows the
+    # weight smoothly (blending the unmoved original would pull the skin back to the old one
+    # where w is small: a steep step at the border); needed where w < 1 and the skin moves
+    kept = sub[cu]
+    mv = np.flatnonzero((w[ui] < 1.0) & (np.abs(p_new[ui] - p[ui]) > 1e-3))
+    if mv.size:
+        pm = pts[:, ui[mv]]
+        grad = np.stack([ndi.map_coordinates(gc, pm, order=1, mode="nearest")
+                         for gc in np.gradient(phi_c, *cvox)])
+        grad /= np.maximum(np.sqrt((grad * grad).sum(axis=0)), 1e-6)
+        disp = (p_new[ui[mv]] - p[ui[mv]]) / vox[:, None]
+        src = np.stack([c[mv] for c in cu]).astype(np.float32) + grad * disp
+        kept[mv] = ndi.map_coordinates(sub, src, order=1, mode="nearest")
+    newval = (1.0 - w[ui]) * kept + w[ui] * val
     out = vol.copy()
     changed = np.zeros(vol.shape, dtype=bool)
-    sel = tuple(c[use] + lo[i] for i, c in enumerate(cidx))
-    out[sel] = newval[use]
+    sel = tuple(c + lo[i] for i, c in enumerate(cu))
+    out[sel] = newval
     changed[sel] = True
     return out, changed

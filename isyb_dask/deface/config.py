@@ -60,6 +60,10 @@ class DefaceConfig:
     blend_margin_mm, blend_ramp_mm
         ``maskface``/``reface``: the weight is 1 up to ``blend_margin_mm`` outside the face
         region and falls to 0 over ``blend_ramp_mm``.
+    blend_border_mm
+        ``maskface`` (also the base of ``reface``): width of the feathered ramp over which the
+        moved skin joins the kept skin at the region's border (wider = gentler; the skin's
+        curvature across the border is about ``6 x move / width**2``).
     face_up_mm
         ``maskface``/``reface``: the face region is continued this far upwards so eyes and
         brow are covered whatever the template's face mask leaves.
@@ -91,6 +95,7 @@ class DefaceConfig:
     skin_shift_mm: float = 8.0
     blend_margin_mm: float = 8.0
     blend_ramp_mm: float = 10.0
+    blend_border_mm: float = 20.0
     face_up_mm: float = 40.0
     brain_grow_mm: float = 3.0
     zero_coat_mm: float = 8.0

@@ -37,13 +37,11 @@ from scipy.interpolate import RegularGridInterpolator
 from isyb_dask.deface.skin import FaceRegionError
 
 __all__ = [
-    "coat_cut",
     "head_mask",
     "normfilter",
     "protect_mask",
     "ridler_calvard_geometric",
     "skin_height",
-    "zero_face",
 ]
 
 
@@ -305,59 +303,6 @@ def normfilter(
     changed = np.zeros(vol.shape, dtype=bool)
     changed[box] = np.moveaxis(changed_sub, 2, normal_axis)
     return out, changed
-
-
-def zero_face(volume: np.ndarray, keep_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """pydeface-style removal: ``volume * keep`` with the interpolated KEEP mask in [0, 1].
-
-    Returns the defaced volume (float64) and the mask of voxels whose weight is below 1.
-    """
-    w = np.clip(np.asarray(keep_weight, dtype=np.float64), 0.0, 1.0)
-    return np.asarray(volume, dtype=np.float64) * w, w < 1.0
-
-
-def coat_cut(
-    volume: np.ndarray,
-    removed: np.ndarray,
-    head: np.ndarray,
-    voxel_mm: np.ndarray,
-    *,
-    coat_mm: float = 8.0,
-    threshold: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Give the surface left by zeroing a uniform coat (mask_face's ``coating`` idea).
-
-    Zeroing the face exposes orbits, nasal cavity and sinuses; dark eyeballs behind the cut
-    read as eye sockets on a skin render. Head voxels within ``coat_mm`` of the removed
-    region are set to the median intensity of those coat voxels above ``threshold`` (the
-    tissue), so the cut is a plain wall.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        The coated volume (float64) and the mask of coated voxels.
-    """
-    vol = np.asarray(volume, dtype=np.float64)
-    removed = np.asarray(removed, dtype=bool)
-    out = vol.copy()
-    coat = np.zeros(vol.shape, dtype=bool)
-    if not removed.any():
-        return out, coat
-    vox = np.asarray(voxel_mm, dtype=np.float64)
-    pad = np.ceil(coat_mm / vox).astype(int) + 1
-    idx = np.argwhere(removed)
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + 1 + pad, vol.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    near = ndi.distance_transform_edt(~removed[box], sampling=vox) <= coat_mm
-    coat[box] = near & np.asarray(head, dtype=bool)[box] & ~removed[box]
-    if not coat.any():
-        return out, coat
-    vals = vol[coat]
-    if threshold is not None and (vals > threshold).any():
-        vals = vals[vals > threshold]
-    out[coat] = float(np.median(vals))
-    return out, coat
 
 
 def protect_mask(brain: np.ndarray, voxel_mm: np.ndarray, radius_mm: float = 4.0) -> np.ndarray:

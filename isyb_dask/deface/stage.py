@@ -26,7 +26,7 @@ from isyb_dask import registration as reg
 from isyb_dask.deface.blur import maskface_blur
 from isyb_dask.deface.brainmask import subject_brain_mask
 from isyb_dask.deface.config import DefaceConfig
-from isyb_dask.deface.maskface import coat_cut, protect_mask, zero_face
+from isyb_dask.deface.maskface import protect_mask
 from isyb_dask.deface.nmi import normalized_mutual_information, union_face_mask
 from isyb_dask.deface.reface import reface
 from isyb_dask.deface.skin import (
@@ -37,6 +37,7 @@ from isyb_dask.deface.skin import (
     surface_depth_change,
 )
 from isyb_dask.deface.templates import BUILTIN_NAME, Template
+from isyb_dask.deface.zero import coat_cut, cover_protected, zero_face
 from isyb_dask.errors import InputError, RegistrationError
 from isyb_dask.io.derivatives import derivative_path, write_sidecar
 from isyb_dask.io.nifti import load_image, save_like
@@ -214,15 +215,21 @@ def deface_array(
         weight = np.where(region & (keep >= 0.5), 0.0, keep)
         defaced, changed = zero_face(data, weight)
         if cfg.zero_coat_mm > 0:  # plain wall at the cut (no orbits / cavities showing)
+            thr = skin_threshold(data)
             defaced, coat = coat_cut(defaced, weight < 0.5, head, vox, coat_mm=cfg.zero_coat_mm,
-                                     threshold=skin_threshold(data))
+                                     threshold=thr)
             changed |= coat
+            # a smooth shell over the protected brain where the cut reaches it (its gyri and
+            # orbital roofs would otherwise be the exposed, face-like relief)
+            value = float(defaced[coat][0]) if coat.any() else float(np.median(data[head & (data > thr)]))
+            defaced, cover = cover_protected(defaced, weight < 0.5, protect, vox, value)
+            changed |= cover
         region = region | (keep < 0.5)
     else:
         defaced, changed = maskface_blur(
             data, region, head, vox, depth_mm=cfg.skin_depth_mm, smooth_mm=cfg.skin_smooth_mm,
             shift_mm=cfg.skin_shift_mm, margin_mm=cfg.blend_margin_mm,
-            ramp_mm=cfg.blend_ramp_mm,
+            ramp_mm=cfg.blend_ramp_mm, border_mm=cfg.blend_border_mm,
         )
         if cfg.method == "reface":  # the template's face, blended into the smooth face
             defaced, ch, info = reface(
