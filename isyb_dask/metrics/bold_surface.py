@@ -75,7 +75,7 @@ def bold_metrics(inp, cfg: MetricsConfig, chain: SpaceChain, t1w, surf, writer: 
     from isyb_dask.metrics.nuisance import bandpass
     from isyb_dask.metrics.reho import reho_volume
     from isyb_dask.qc.config import QCConfig
-    from isyb_dask.qc.hmc import apply_parameters
+    from isyb_dask.bold.rigid import apply_parameters
 
     if isinstance(bold_ref, Exception):
         raise bold_ref

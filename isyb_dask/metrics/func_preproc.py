@@ -16,7 +16,7 @@ Variants chosen (details in ``docs/metrics_volume.md``):
 * slice timing: shift every slice to the middle of the slice-timing range by a Fourier phase
   shift of the linearly detrended series (trend added back at the shifted times), or by linear
   interpolation (``method="linear"``, ends held constant);
-* motion: :func:`isyb_dask.qc.hmc.realign_series` (rigid, SimpleITK), parameters in mm and
+* motion: :func:`isyb_dask.bold.hmc.realign_series` (rigid, SimpleITK), parameters in mm and
   radians;
 * nuisance model: 24 motion regressors (6 parameters, their backward differences, and the
   squares of both — the "6 + derivatives + squares" expansion), mean WM and CSF signals when
@@ -155,7 +155,7 @@ def preprocess_bold(
         Probability above which a voxel enters the WM/CSF signal.
     realign
         Motion-correction function with the signature of
-        :func:`isyb_dask.qc.hmc.realign_series` (default that function).
+        :func:`isyb_dask.bold.hmc.realign_series` (default that function).
 
     Returns
     -------
@@ -195,7 +195,7 @@ def preprocess_bold(
             y, tr, slice_timing, slice_axis=slice_axis, method=slice_method)
 
     if realign is None:
-        from isyb_dask.qc.hmc import realign_series as realign
+        from isyb_dask.bold.hmc import realign_series as realign
     y, params = realign(y, affine, threads=threads)
     y = np.asarray(y, np.float32)
     params = np.asarray(params, np.float64)
