@@ -32,6 +32,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from isyb_dask.testing import read_store_groups
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,20 +75,8 @@ def _participants(out: Path) -> dict[str, tuple[str, str]]:
             zip(ds["subject"].values, ds["status"].values, ds["error"].values)}
 
 
-def _store(out: Path) -> dict[str, xr.Dataset]:
-    import zarr
-
-    root = zarr.open_group(out / "results.zarr", mode="r")
-    groups = {}
-    for name, _ in root.groups():
-        ds = xr.open_zarr(out / "results.zarr", group=name, consolidated=False).load()
-        ds.attrs = {}
-        groups[name] = ds
-    return groups
-
-
 def _assert_same_store(a: Path, b: Path) -> None:
-    sa, sb = _store(a), _store(b)
+    sa, sb = read_store_groups(a), read_store_groups(b)
     assert sorted(sa) == sorted(sb)
     for name in sa:
         xr.testing.assert_identical(sa[name], sb[name])
