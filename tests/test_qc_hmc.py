@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from isyb_dask.qc.hmc import realign_series, rigid_matrix, rotation_center, volume_to_sitk
+from isyb_dask.qc.hmc import realign_series, rigid_matrix, volume_to_sitk
 from isyb_dask.testing import moving_series, random_walk
-
 
 SHAPE = (44, 48, 30)
 

@@ -6,22 +6,13 @@ group, through the real store helpers) with known ground truth.
 
 from __future__ import annotations
 
-import json
-import warnings
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 
 from isyb_dask.errors import ConfigError
-from isyb_dask.io.store import (
-    init_store,
-    open_group,
-    update_participants,
-    write_group,
-)
+from isyb_dask.io.store import open_group, update_participants
 from isyb_dask.stats.anova import split_plot_anova
 from isyb_dask.stats.config import StatsConfig
 from isyb_dask.stats.figures import stars
