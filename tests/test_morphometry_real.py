@@ -61,11 +61,8 @@ def test_volunteer_total_midthickness_area(volunteer):
     assert 1500e2 <= volunteer["info"]["sa_total_with_medial_wall_mm2"] <= 2500e2
 
 
-def test_generated_1mm_subject_median_ct(tmp_path):
-    from isyb_dask.synth.cohort import generate_study
-
-    generate_study(tmp_path, 1, voxel_size=1.0, modalities=("anat",), seed=3)
-    res = _morphometry(tmp_path / "sub-0001" / "anat" / "sub-0001_T1w.nii.gz")
+def test_generated_1mm_subject_median_ct(generated_1mm_bids):
+    res = _morphometry(generated_1mm_bids / "sub-0001" / "anat" / "sub-0001_T1w.nii.gz")
     med = float(np.nanmedian(res["CT"]))
     assert 2.0 <= med <= 3.5, med
     assert sum(res["info"]["cpu_s"].values()) < 60

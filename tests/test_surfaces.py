@@ -156,12 +156,8 @@ def test_gm_at_midthickness_volunteer_2mm(shared_data):
 
 
 @pytest.mark.slow
-def test_gm_at_midthickness_generated_1mm(tmp_path):
-    from isyb_dask.synth.cohort import generate_study
-
-    bids = generate_study(tmp_path / "bids", 1, "chinese", seed=3, voxel_size=1.0,
-                          modalities=("anat",))
-    path = next(bids.rglob("*_T1w.nii.gz"))
+def test_gm_at_midthickness_generated_1mm(generated_1mm_bids):
+    path = next(generated_1mm_bids.rglob("*_T1w.nii.gz"))
     g_aff, g_syn, g_ref, cpu, _ = _gm_targets(path)
     print(f"generated 1 mm: GM at midthickness affine {g_aff:.3f} SyN {g_syn:.3f} "
           f"refined {g_ref:.3f}; {cpu:.1f} s CPU")
