@@ -54,3 +54,17 @@ def demo_run(tmp_path_factory):
             "--template", f"Western2={head}"]
     code = main(["run", *args])
     return {"bids": bids, "out": out, "args": args, "code": code, "checksums": before}
+
+
+@pytest.fixture(scope="session")
+def generated_1mm_bids(tmp_path_factory) -> Path:
+    """One generated 1 mm subject (T1w only, "chinese", seed 3), made once per session.
+
+    A 1 mm head costs ~32 CPU s to generate; the synth, surface and morphometry tests share
+    this one. Read-only: tests that change files copy them first.
+    """
+    from isyb_dask.synth.cohort import generate_study
+
+    root = tmp_path_factory.mktemp("gen1mm")
+    return generate_study(root / "bids", 1, "chinese", seed=3, voxel_size=1.0,
+                          modalities=("anat",))

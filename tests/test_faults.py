@@ -32,6 +32,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from isyb_dask.testing import read_store_groups
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,20 +75,8 @@ def _participants(out: Path) -> dict[str, tuple[str, str]]:
             zip(ds["subject"].values, ds["status"].values, ds["error"].values)}
 
 
-def _store(out: Path) -> dict[str, xr.Dataset]:
-    import zarr
-
-    root = zarr.open_group(out / "results.zarr", mode="r")
-    groups = {}
-    for name, _ in root.groups():
-        ds = xr.open_zarr(out / "results.zarr", group=name, consolidated=False).load()
-        ds.attrs = {}
-        groups[name] = ds
-    return groups
-
-
 def _assert_same_store(a: Path, b: Path) -> None:
-    sa, sb = _store(a), _store(b)
+    sa, sb = read_store_groups(a), read_store_groups(b)
     assert sorted(sa) == sorted(sb)
     for name in sa:
         xr.testing.assert_identical(sa[name], sb[name])
@@ -138,6 +128,17 @@ def _worker_processes(pid: int) -> list:
 KNOWN_GAPS: dict[str, str] = {}
 def _t1w(bids: Path, subject: str) -> Path:
     return bids / subject / "anat" / f"{subject}_T1w.nii.gz"
+
+
+def _copy_one_good_subject(src: Path, dst: Path, keep: str = "sub-0001") -> None:
+    """Copy the study with only its good subject ``keep``: a run over the copy then computes
+    one good subject, not ``N_GOOD`` (each costs a full subject run; one is enough to show the
+    good neighbours of bad subjects finish unaffected)."""
+    others = {f"sub-{i:04d}" for i in range(1, N_GOOD + 1)} - {keep}
+    shutil.copytree(src, dst, ignore=lambda _d, names: [n for n in names if n in others])
+    tsv = dst / "participants.tsv"
+    lines = tsv.read_text().rstrip("\n").split("\n")
+    tsv.write_text("\n".join(ln for ln in lines if ln.split("\t")[0] not in others) + "\n")
 
 
 def _new_subject(bids: Path, subject: str, source: Path) -> Path:
@@ -426,7 +427,7 @@ def test_bad_inputs_fail_alone_with_named_problems(study, tmp_path):
     message names the file and the fault; good subjects finish; no input byte changes; no
     Inf or complex value anywhere in the store or the derivatives."""
     bids = tmp_path / "bids"
-    shutil.copytree(study["bids"], bids)
+    _copy_one_good_subject(study["bids"], bids)
     cases = make_bad_corpus(bids, "sub-0001")
     accepted = make_good_variants(bids, "sub-0001")
     assert len(cases) >= 27
@@ -438,8 +439,7 @@ def test_bad_inputs_fail_alone_with_named_problems(study, tmp_path):
     assert res.returncode == 1, log  # some subjects failed
     assert _checksums(bids) == before, "inputs changed"
     table = _participants(tmp_path / "out")
-    for subject in [f"sub-{i:04d}" for i in range(1, N_GOOD + 1)]:
-        assert table[subject] == ("ok", ""), (subject, table[subject])
+    assert table["sub-0001"] == ("ok", ""), table["sub-0001"]
     gaps = []
     for subject, (expected, words) in cases.items():
         status, error = table[subject]
@@ -484,9 +484,9 @@ def test_bad_inputs_fail_alone_with_named_problems(study, tmp_path):
                        capture_output=True, text=True, check=True)
     listed = {line.split(",")[0] for line in q.stdout.splitlines()[1:]}
     assert set(cases) <= listed and "sub-9102" in listed and "sub-0001" not in listed
-    # the good subjects are unaffected by their bad neighbours
+    # the good subject is unaffected by its bad neighbours
     ref = _participants(study["reference"])
-    assert {s: table[s] for s in ref} == ref
+    assert table["sub-0001"] == ref["sub-0001"]
     assert scan_for_inf_and_complex(tmp_path / "out") == []
     if gaps:  # everything else checked above; report what the pipeline does not catch yet
         pytest.xfail("not detected yet: " + "; ".join(gaps))
@@ -554,7 +554,7 @@ def test_subject_that_keeps_killing_its_worker_ends_failed(study, tmp_path):
     from scipy import ndimage as ndi
 
     bids = tmp_path / "bids"
-    shutil.copytree(study["bids"], bids)
+    _copy_one_good_subject(study["bids"], bids)
     src = nib.load(_t1w(bids, "sub-0001"))
     big = ndi.zoom(np.asarray(src.dataobj, dtype=np.float32), 3, order=1)  # 1 mm, 27x voxels
     aff = src.affine.copy()
@@ -577,7 +577,7 @@ def test_subject_that_keeps_killing_its_worker_ends_failed(study, tmp_path):
     assert status == "failed"
     assert "KilledWorker" in error and "died" in error, error
     ref = _participants(study["reference"])
-    assert {s: table[s] for s in ref} == ref  # the others finished normally
+    assert table["sub-0001"] == ref["sub-0001"]  # the other subject finished normally
     assert _checksums(bids) == before
 
 

@@ -11,25 +11,14 @@ import pytest
 from isyb_dask.metrics.fslr import N_VERTICES_HEMI, load_fslr32k
 from isyb_dask.metrics.morphometry import place_fslr_affine, surface_morphometry
 from isyb_dask.metrics.structural import read_structural_metrics
+from isyb_dask.testing import shell_phantom
 
 
 def _ball_phantom(n=100, r_wm=30.0, thick=3.0, sub=2):
     """WM ball and GM shell (fractions), 1 mm voxels, centred at the world origin."""
-    off = (np.arange(sub) + 0.5) / sub - 0.5
-    x = np.arange(n) - (n - 1) / 2
-    wm = np.zeros((n, n, n), np.float32)
-    gmwm = np.zeros((n, n, n), np.float32)
-    for a in off:
-        for b in off:
-            for c in off:
-                r = np.sqrt(
-                    (x[:, None, None] + a) ** 2 + (x[None, :, None] + b) ** 2
-                    + (x[None, None, :] + c) ** 2
-                )
-                wm += r < r_wm
-                gmwm += r < r_wm + thick
-    wm /= sub**3
-    gmwm /= sub**3
+    gm, wm = shell_phantom(n, r_wm, thick, sub)
+    gmwm = (gm + wm).astype(np.float32)
+    wm = wm.astype(np.float32)
     aff = np.eye(4)
     aff[:3, 3] = -(n - 1) / 2
     post = np.stack([1 - gmwm, gmwm - wm, wm])

@@ -56,12 +56,9 @@ def volunteer(shared_data):
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory):
-    from isyb_dask.synth.cohort import generate_study
-
-    root = tmp_path_factory.mktemp("gen1mm")
-    generate_study(root, 1, voxel_size=1.0, modalities=("anat",), seed=3)
-    return _subject(root / "sub-0001" / "anat" / "sub-0001_T1w.nii.gz")
+def generated(generated_1mm_bids):
+    # the session's generated 1 mm head (conftest: "chinese", seed 3, T1w only)
+    return _subject(generated_1mm_bids / "sub-0001" / "anat" / "sub-0001_T1w.nii.gz")
 
 
 def test_volunteer_lgi_in_adult_range(volunteer):

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from test_stats_stage import make_fake_store
 
 from isyb_dask.stats.config import StatsConfig
 from isyb_dask.stats.stage import run_stats
+from isyb_dask.testing import make_fake_store
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -9,12 +9,12 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 import pytest
-from test_qc_hmc import moving_series, random_walk
 
 from isyb_dask.errors import InputError
 from isyb_dask.qc.config import QCConfig
 from isyb_dask.qc.func_stage import IQM_NAMES, bold_entities, run_qc_func
 from isyb_dask.qc.motion import framewise_displacement
+from isyb_dask.testing import moving_series, random_walk
 
 SHAPE = (44, 48, 30)
 AFF = np.array([[3.5, 0, 0, -75.0], [0, 3.5, 0, -82.0], [0, 0, 4.0, -58.0], [0, 0, 0, 1]])

@@ -6,43 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from isyb_dask.bold.hmc import realign_series, rigid_matrix, rotation_center, volume_to_sitk
-
-
-def _phantom(points: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Smooth head-like intensity at world points (N, 3): soft ellipsoid + Gaussian blobs."""
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(-40, 40, size=(30, 3)) * np.array([1.0, 1.2, 0.8])
-    sigmas = rng.uniform(7, 14, size=30)
-    amps = rng.uniform(200, 600, size=30)
-    r = np.sqrt(((points / np.array([60.0, 72.0, 50.0])) ** 2).sum(axis=1))
-    out = 800.0 / (1.0 + np.exp((r - 1.0) / 0.04))
-    for c, s, a in zip(centres, sigmas, amps):
-        out += a * np.exp(-((points - c) ** 2).sum(axis=1) / (2 * s * s))
-    return out
-
-
-def moving_series(shape, affine, params, noise=0.0, seed=0) -> np.ndarray:
-    """Volume t shows the phantom moved by params[t]: vol_t(q) = f(M_t^-1 q)."""
-    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
-    world = ijk.reshape(-1, 3) @ affine[:3, :3].T + affine[:3, 3]
-    centre = rotation_center(shape, affine)
-    out = np.empty(tuple(shape) + (len(params),), dtype=np.float32)
-    for t, p in enumerate(params):
-        inv = np.linalg.inv(rigid_matrix(p, centre))
-        out[..., t] = _phantom(world @ inv[:3, :3].T + inv[:3, 3], seed).reshape(shape)
-    if noise:
-        rng = np.random.default_rng(seed + 1)
-        out += rng.normal(0.0, noise, out.shape).astype(np.float32)
-    return out
-
-
-def random_walk(n_vol, seed=1, trans_sd=0.15, rot_sd=0.003):
-    rng = np.random.default_rng(seed)
-    steps = rng.normal(size=(n_vol, 6)) * np.array([trans_sd] * 3 + [rot_sd] * 3)
-    params = np.cumsum(steps, axis=0)
-    return params - params[0]
-
+from isyb_dask.bold.hmc import realign_series, rigid_matrix, volume_to_sitk
+from isyb_dask.testing import moving_series, random_walk
 
 SHAPE = (44, 48, 30)
 

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_stats_stage import make_fake_store
 
 from isyb_dask.errors import ConfigError, InputError
 from isyb_dask.io.store import open_group
 from isyb_dask.query import run_query
 from isyb_dask.stats.config import StatsConfig
 from isyb_dask.stats.stage import run_stats
+from isyb_dask.testing import make_fake_store
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 import xarray as xr
-from test_stats_stage import make_fake_store
 
 from isyb_dask.io.store import init_store
 from isyb_dask.report.html import SECTION_IDS, write_report
 from isyb_dask.report.subject_page import SUBJECT_SECTIONS
 from isyb_dask.stats.config import StatsConfig
 from isyb_dask.stats.stage import run_stats
+from isyb_dask.testing import make_fake_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -16,6 +16,7 @@ import pytest
 import xarray as xr
 
 from isyb_dask.pipeline.cluster import ClusterSpec, open_client, task_resources
+from isyb_dask.testing import read_store_groups
 
 pytestmark = pytest.mark.slurm
 
@@ -108,18 +109,6 @@ def test_tiny_graph_on_slurm_equals_local(slurm, tmp_path, tls):
 
 
 # ----------------------------------------------------------------------------- the pipeline
-def _store_groups(out_dir: Path) -> dict[str, xr.Dataset]:
-    import zarr
-
-    root = zarr.open_group(out_dir / "results.zarr", mode="r")
-    groups = {}
-    for name in sorted(k for k, _ in root.groups()):
-        ds = xr.open_zarr(out_dir / "results.zarr", group=name, consolidated=False).load()
-        ds.attrs = {}
-        groups[name] = ds
-    return groups
-
-
 @pytest.mark.slow
 def test_pipeline_on_slurm_with_tls_equals_local(slurm, tmp_path):
     runner = pytest.importorskip("isyb_dask.pipeline.runner")
@@ -135,7 +124,7 @@ def test_pipeline_on_slurm_with_tls_equals_local(slurm, tmp_path):
                                  cluster=_slurm_spec(tls=True))
     assert local.exit_code == 0 and remote.exit_code == 0, (local.failed, remote.failed)
     assert remote.processed == 2
-    a, b = _store_groups(tmp_path / "local"), _store_groups(slurm / "pipeline-tls")
+    a, b = read_store_groups(tmp_path / "local"), read_store_groups(slurm / "pipeline-tls")
     assert a.keys() == b.keys() and "participants" in a
     for name in a:
         xr.testing.assert_identical(a[name], b[name])

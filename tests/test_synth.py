@@ -457,10 +457,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_one_millimetre_t1w(tmp_path: Path) -> None:
-    out = generate_study(
-        tmp_path / "mm", 1, "western", seed=0, voxel_size=1.0, modalities=("anat",)
-    )
+def test_one_millimetre_t1w(generated_1mm_bids: Path) -> None:
+    out = generated_1mm_bids  # session fixture: "chinese", seed 3, shared with surface tests
     img = nb.load(str(out / "sub-0001/anat/sub-0001_T1w.nii.gz"))
     assert img.shape == (192, 256, 256) and img.get_data_dtype() == np.int16
     np.testing.assert_allclose(img.header.get_zooms(), (1.0, 1.0, 1.0))

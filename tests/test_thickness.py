@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from isyb_dask.metrics.thickness import laplace_thickness, tissue_labels
+from isyb_dask.testing import shell_phantom
 
 
 def _slab(thick: float, z0: float = 20.3, n: int = 16, nz: int = 40):
@@ -17,28 +18,6 @@ def _slab(thick: float, z0: float = 20.3, n: int = 16, nz: int = 40):
 
     wm = below(z0)
     return below(z0 + thick) - wm, wm
-
-
-def _shell(r0: float, thick: float, n: int = 80, sub: int = 3):
-    """WM ball of radius r0, GM shell r0..r0+thick (supersampled fractions, 1 mm voxels)."""
-    c = (n - 1) / 2.0
-    x = np.arange(n, dtype=np.float64)
-    off = (np.arange(sub) + 0.5) / sub - 0.5
-    wm = np.zeros((n, n, n))
-    gmwm = np.zeros((n, n, n))
-    for a in off:
-        for b in off:
-            for d in off:
-                r = np.sqrt(
-                    (x[:, None, None] + a - c) ** 2
-                    + (x[None, :, None] + b - c) ** 2
-                    + (x[None, None, :] + d - c) ** 2
-                )
-                wm += r < r0
-                gmwm += r < r0 + thick
-    wm /= sub**3
-    gmwm /= sub**3
-    return gmwm - wm, wm
 
 
 @pytest.mark.parametrize("thick", [2.0, 2.6, 3.4])
@@ -64,7 +43,7 @@ def test_flat_slab_hard_labels_and_anisotropic_voxels():
 
 @pytest.mark.parametrize(("r0", "thick"), [(25.0, 3.0), (14.0, 2.5)])
 def test_spherical_shell_thickness(r0, thick):
-    gm, wm = _shell(r0, thick)
+    gm, wm = shell_phantom(80, r0, thick, sub=3)
     res = laplace_thickness(gm, wm, (1.0, 1.0, 1.0))
     med = float(np.median(res.thickness[res.gm]))
     assert abs(med - thick) < 0.2, med
