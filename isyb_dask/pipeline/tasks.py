@@ -40,6 +40,7 @@ from isyb_dask.errors import IsybError, RegistrationError
 from isyb_dask.io import store as results_store
 from isyb_dask.io.bids import SubjectInputs, missing_metadata
 from isyb_dask.io.derivatives import write_json
+from isyb_dask.io.jsonable import jsonable
 from isyb_dask.io.nifti import file_sha256
 from isyb_dask.io.validate import repair_provenance, validate_subject
 from isyb_dask.outcome import DATA_ERRORS, subject_outcome
@@ -116,22 +117,6 @@ def _message(stage: str, exc: BaseException) -> str:
     if isinstance(exc, IsybError):
         return f"{stage}: {exc}"
     return f"{stage}: {type(exc).__name__}: {exc}"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def _with_threads(section: Any, threads: int) -> Any:
@@ -387,7 +372,7 @@ def process_subject(job: SubjectJob) -> dict[str, Any]:
         outcome = subject_outcome(result)
         result["status"] = outcome.status
         result["failed_stages"] = list(outcome.failed_stages)
-        payload = _jsonable(result)
+        payload = jsonable(result)
         # Store region first, completion marker last: a kill in between leaves the subject
         # incomplete, so a re-run computes it again instead of skipping a missing region.
         store_result(
