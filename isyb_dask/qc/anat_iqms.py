@@ -72,7 +72,7 @@ def harmonize(inu: np.ndarray, factor: float) -> np.ndarray:
     inu
         INU-corrected image.
     factor
-        ``1000 / median(WM)`` (see :func:`isyb_dask.qc.anat_masks.wm_harmonize_factor`).
+        ``1000 / median(WM)`` (see :func:`isyb_dask.qc.air_masks.wm_harmonize_factor`).
 
     Returns
     -------

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from isyb_dask.blocks import block_affine, block_reduce
+
 __all__ = [
     "Grid",
     "SmoothField",
@@ -186,12 +188,7 @@ def block_mean(arr: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.nda
     if factor <= 1:
         return arr.astype(np.float32, copy=False), affine
     f = int(factor)
-    nx, ny, nz = (s // f for s in arr.shape[:3])
-    a = arr[: nx * f, : ny * f, : nz * f].astype(np.float32)
-    a = a.reshape(nx, f, ny, f, nz, f).mean(axis=(1, 3, 5))
-    scale = np.diag([f, f, f, 1.0])
-    scale[:3, 3] = (f - 1) / 2.0
-    return a, affine @ scale
+    return block_reduce(arr.astype(np.float32), f), block_affine(affine, f)
 
 
 def reorient(
