@@ -12,7 +12,7 @@ rows NaN), one subject per chunk as the pipeline writes it. Then, in this one pr
 
 * size on disk;
 * ``read``: every chunk read once, sequentially (CPU seconds, best of ``--repeat``);
-* ``group``: the group step (:func:`isyb_dask.metrics.group_maps.compute_group_maps` with
+* ``group``: the group step (:func:`isyb_dask.group.maps.compute_group_maps` with
   ``store_path``, the threaded scheduler) (CPU seconds, best of ``--repeat``);
 * ``naive``: a nibabel loop over one GIFTI per subject, metric and hemisphere (the first
   ``--naive-subjects`` subjects, scaled linearly to S), as baseline.
@@ -111,7 +111,7 @@ def read_once(store: Path) -> float:
 def group_step(store: Path):
     import xarray as xr
 
-    from isyb_dask.metrics.group_maps import compute_group_maps
+    from isyb_dask.group.maps import compute_group_maps
 
     surface = xr.open_zarr(str(store), group="surface", consolidated=False)
     include = np.ones(surface.sizes["subject"], bool)
