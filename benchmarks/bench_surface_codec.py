@@ -97,17 +97,6 @@ def make_store(path: Path, n_sub: int, compressor, seed: int = 0) -> float:
                      if f.is_file()))
 
 
-def read_once(store: Path) -> float:
-    """Every chunk of ``surface/value`` read once, one process."""
-    import zarr
-
-    arr = zarr.open_array(str(store / "surface" / "value"), mode="r")
-    total = 0.0
-    for s in range(arr.shape[0]):
-        total += float(arr[s][0, 5000])
-    return total
-
-
 def group_step(store: Path):
     import xarray as xr
 
@@ -139,7 +128,7 @@ def main() -> None:
 
     import dask
 
-    from benchmarks.bench_group_maps import make_gifti, naive_loop
+    from benchmarks.bench_group_maps import make_gifti, naive_loop, read_once
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     raw = args.subjects * N_METRIC * N_VERTEX * 4
