@@ -9,7 +9,7 @@ For each size in ``--subjects`` a store ``results.zarr`` (group ``surface``, ``v
 ``subject x metric x vertex`` = S x 12 x 64,984 float32, one subject per chunk) is generated,
 then timed:
 
-* ``dask``   : :func:`isyb_dask.metrics.group_maps.compute_group_maps` on a local
+* ``dask``   : :func:`isyb_dask.group.maps.compute_group_maps` on a local
   ``distributed`` cluster (``--workers`` processes x 1 thread; cluster start-up excluded)
   and with the threaded scheduler;
 * ``read``   : reading every chunk of the store once, sequentially, in one process (b);
@@ -146,7 +146,7 @@ def read_once(store: Path) -> float:
 def group_step(store: Path) -> object:
     import xarray as xr
 
-    from isyb_dask.metrics.group_maps import compute_group_maps, included_subjects
+    from isyb_dask.group.maps import compute_group_maps, included_subjects
 
     surface = xr.open_zarr(str(store), group="surface", consolidated=False)
     inc = included_subjects(store, surface["subject"].values)

@@ -84,7 +84,7 @@ def main() -> None:
     """Run the benchmark and print the results."""
     from isyb_dask.atlas import get_reference_atlas
     from isyb_dask.qc.anat_stage import compute_anat_qc, run_qc_anat
-    from isyb_dask.qc.common import summary_stats_regions
+    from isyb_dask.qc.summary import summary_stats_regions
     from isyb_dask.qc.config import QCConfig
     from isyb_dask.anat.reference import build_anatomy
 

@@ -37,7 +37,7 @@ from isyb_dask.io.store import init_store, write_group
 from isyb_dask.qc.anat_iqms import ANAT_IQMS
 from isyb_dask.qc.config import QCConfig
 from isyb_dask.qc.func_stage import IQM_NAMES
-from isyb_dask.qc.group import run_qc_group
+from isyb_dask.group.qc import run_qc_group
 from isyb_dask.stats.config import StatsConfig
 from isyb_dask.stats.stage import run_stats
 

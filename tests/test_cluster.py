@@ -18,13 +18,12 @@ from isyb_dask.errors import ConfigError
 from isyb_dask.pipeline.cluster import (
     STAGE_MEMORY,
     ClusterSpec,
-    import_jobqueue,
-    jobqueue_kwargs,
     open_client,
     parse_adapt,
     task_resources,
     worker_memory_bytes,
 )
+from isyb_dask.pipeline.jobqueue import import_jobqueue, jobqueue_kwargs
 from isyb_dask.pipeline.worker_setup import THREAD_ENV_VARS, current_thread_limits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,7 +209,7 @@ def test_jobqueue_import_keeps_ctrl_c():
     out = _run_python(
         """
         import os, signal, sys
-        import isyb_dask.pipeline.cluster as c
+        import isyb_dask.pipeline.jobqueue as c
         assert "dask_jobqueue" not in sys.modules, "imported eagerly"
         before = signal.getsignal(signal.SIGINT)
         jq = c.import_jobqueue()
@@ -252,7 +251,7 @@ def test_jobqueue_import_from_worker_thread():
     out = _run_python(
         """
         import signal, threading
-        import isyb_dask.pipeline.cluster as c
+        import isyb_dask.pipeline.jobqueue as c
         box = {}
         def go():
             try:

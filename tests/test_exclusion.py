@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from isyb_dask.qc.exclusion import (
+from isyb_dask.group.exclusion import (
     exclusion_table,
     motion_outliers,
     sd_outliers,

@@ -1,4 +1,4 @@
-"""Tests of isyb_dask.metrics.group_maps (group mean/SD/count from the store)."""
+"""Tests of isyb_dask.group.maps (group mean/SD/count from the store)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from isyb_dask.metrics.group_maps import (
-    compute_group_maps,
-    group_moments,
-    moments_from_sums,
-    run_group_maps,
-)
+from isyb_dask.group.maps import compute_group_maps, run_group_maps
+from isyb_dask.group.moments import group_moments, moments_from_sums
 from isyb_dask.metrics.names import SURFACE_METRICS
 
 
@@ -106,7 +102,7 @@ def test_group_figures_are_written(tmp_path):
 
 
 def test_store_path_equals_in_memory_path(tmp_path):
-    from isyb_dask.metrics.group_maps import included_subjects
+    from isyb_dask.group.maps import included_subjects
 
     path, _, keep = _store(tmp_path, n_sub=7, n_vertex=500)
     surface = xr.open_zarr(path, group="surface", consolidated=False)

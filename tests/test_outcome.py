@@ -223,7 +223,7 @@ def _runner_store(tmp_path):
 
 
 def test_group_maps_include_partial_and_leave_out_fallbacks(tmp_path):
-    from isyb_dask.metrics.group_maps import run_group_maps
+    from isyb_dask.group.maps import run_group_maps
 
     path, vals, gmv, alff = _runner_store(tmp_path)
     out = run_group_maps(path, tmp_path, figures=False)
@@ -289,7 +289,7 @@ def test_repair_provenance_names_the_metrics_of_the_file(tmp_path):
 def test_qc_group_keeps_partial_status_and_skips_fallback_units(tmp_path):
     from isyb_dask.qc.anat_iqms import ANAT_IQMS
     from isyb_dask.qc.config import QCConfig
-    from isyb_dask.qc.group import run_qc_group
+    from isyb_dask.group.qc import run_qc_group
 
     subjects = [f"sub-{i:02d}" for i in range(12)]
     path = tmp_path / "results.zarr"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from isyb_dask.qc import air_masks as bg
 from isyb_dask.qc import anat_masks as am
 from isyb_dask.qc.segmentation import segment_tissues
 
@@ -62,7 +63,7 @@ def test_hat_mask_planes_identity_mapping():
     mni_to_img = np.eye(4)
     mni_to_img[2, 1] = 0.04  # z' = z + 0.04 y  -> glabella (y=90) k=-14+3.6+30
     mni_to_img[2, 3] = 30.0
-    hat, lm = am.hat_mask(head, affine, mni_to_img)
+    hat, lm = bg.hat_mask(head, affine, mni_to_img)
     g_k = int(-14 + 0.04 * 90 + 30)
     i_k = int(-14 + 0.04 * -120 + 30)
     assert lm == {"inion_k": float(i_k), "glabella_k": float(g_k)}
@@ -73,7 +74,7 @@ def test_hat_mask_planes_identity_mapping():
     # landmarks outside the grid are clipped, not wrapped
     far = np.eye(4)
     far[2, 3] = -500.0
-    hat2, lm2 = am.hat_mask(head, affine, far)
+    hat2, lm2 = bg.hat_mask(head, affine, far)
     assert lm2["inion_k"] == 0.0 and hat2.sum() == (~head).sum()
 
 
@@ -87,7 +88,7 @@ def test_artifact_mask_far_ghost_only():
     data[1:5, 1:5, 1:5] = 400  # ghost far from the head
     data[29:31, 14:18, 14:18] = 400  # bright rim touching the head
     hat = ~head
-    art = am.artifact_mask(data, hat, head)
+    art = bg.artifact_mask(data, hat, head)
     ghost = np.zeros(shape, bool)
     ghost[1:5, 1:5, 1:5] = True
     # the 6-connectivity opening keeps the ghost minus its cube edges
@@ -104,7 +105,7 @@ def test_air_mask_excludes_face_rotation_artifacts():
     rot[1] = 1
     face = np.zeros(shape, np.uint8)  # deface stage's desc-face mask: 1 = face region
     face[2:4] = 1
-    air = am.air_mask(hat, art, rot, (face,))
+    air = bg.air_mask(hat, art, rot, (face,))
     assert air.sum() == 600 and not air[:4].any()
 
 
@@ -164,9 +165,9 @@ def test_harmonize_factor():
     data = np.full((12, 12, 12), 500.0, np.float32)
     wm = np.zeros_like(data)
     wm[2:10, 2:10, 2:10] = 0.95
-    assert am.wm_harmonize_factor(data, wm) == pytest.approx(2.0)
+    assert bg.wm_harmonize_factor(data, wm) == pytest.approx(2.0)
     with pytest.raises(ValueError):
-        am.wm_harmonize_factor(data, np.zeros_like(data))
+        bg.wm_harmonize_factor(data, np.zeros_like(data))
 
 
 def test_harmonize_falls_back_when_wm_is_too_thin():
@@ -178,6 +179,6 @@ def test_harmonize_falls_back_when_wm_is_too_thin():
     inside = data[brain]
     lo, hi = np.percentile(inside, [75, 95])
     expected = 1000.0 / np.median(inside[(inside >= lo) & (inside <= hi)])
-    assert am.wm_harmonize_factor(data, wm_prob, brain=brain) == pytest.approx(expected)
+    assert bg.wm_harmonize_factor(data, wm_prob, brain=brain) == pytest.approx(expected)
     with pytest.raises(ValueError, match="empty white-matter mask"):
-        am.wm_harmonize_factor(data, wm_prob)
+        bg.wm_harmonize_factor(data, wm_prob)

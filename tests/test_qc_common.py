@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from isyb_dask.qc import common
+from isyb_dask.qc import common, fwhm, summary
 
 REL = 1e-6
 
@@ -88,7 +88,7 @@ def phantom():
 
 def test_summary_stats_matches_reference(phantom):
     data, pvm = phantom
-    got = common.summary_stats(data, pvm, decimals=None)
+    got = summary.summary_stats(data, pvm, decimals=None)
     ref = _ref_stats(data, pvm)
     for key, val in ref.items():
         assert got[key] == pytest.approx(val, rel=REL, abs=1e-9), key
@@ -98,7 +98,7 @@ def test_summary_stats_binary_mask_exact_hit_median():
     # 4 voxels of values 1,2,3,4 with unit weights: pW = 2 hits s_2 exactly -> (2+3)/2.
     data = np.array([1, 2, 3, 4, 9, 9], dtype=np.float32).reshape(1, 2, 3)
     mask = np.array([1, 1, 1, 1, 0, 0], dtype=np.uint8).reshape(1, 2, 3)
-    got = common.summary_stats(data, mask, decimals=None)
+    got = summary.summary_stats(data, mask, decimals=None)
     assert got["median"] == 2.5
     assert got["n"] == 4
     assert got["stdv"] == pytest.approx(np.std([1, 2, 3, 4]), rel=REL)
@@ -109,19 +109,19 @@ def test_summary_stats_agrees_with_statsmodels(phantom):
     data, pvm = phantom
     ws = sm.DescrStatsW(np.round(data.ravel()), weights=np.round(pvm.ravel(), 3))
     p05, med, p95 = ws.quantile([0.05, 0.5, 0.95], return_pandas=False)
-    got = common.summary_stats(data, pvm, decimals=None)
+    got = summary.summary_stats(data, pvm, decimals=None)
     assert (got["p05"], got["median"], got["p95"]) == (p05, med, p95)
     assert got["stdv"] == pytest.approx(ws.std, rel=REL)
 
 
 def test_summary_stats_rounding_and_errors(phantom):
     data, pvm = phantom
-    got = common.summary_stats(data, pvm)
+    got = summary.summary_stats(data, pvm)
     assert got["mean"] == round(got["mean"], 4)
     with pytest.raises(ValueError):
-        common.summary_stats(data, np.zeros_like(pvm))
+        summary.summary_stats(data, np.zeros_like(pvm))
     with pytest.raises(ValueError):
-        common.summary_stats(data, pvm[:-1])
+        summary.summary_stats(data, pvm[:-1])
 
 
 def test_snr_cnr_cjv_formulas():
@@ -138,7 +138,7 @@ def test_snr_known_ground_truth():
     rng = np.random.default_rng(3)
     data = rng.normal(1000, 20, (40, 40, 40)).astype(np.float32)
     mask = np.ones(data.shape, np.uint8)
-    assert common.snr_region(data, mask) == pytest.approx(50.0, rel=0.02)
+    assert summary.snr_region(data, mask) == pytest.approx(50.0, rel=0.02)
 
 
 def test_fber_reference():
@@ -180,7 +180,7 @@ def test_fwhm_matches_loop_reference():
     mask[2:12, 3:13, 1:15] = True
     mask[5, 5, 5] = False
     zooms = (1.0, 1.2, 2.5)
-    got = common.fwhm_afni(img, mask, zooms)
+    got = fwhm.fwhm_afni(img, mask, zooms)
     ref = [_ref_fwhm_axis(img, mask, a, zooms[a]) for a in range(3)]
     for g, r in zip(got[:3], ref):
         assert g == pytest.approx(r, rel=REL)
@@ -191,7 +191,7 @@ def test_fwhm_known_smoothness():
     # White noise smoothed with a Gaussian of sigma s voxels: classic FWHM = 2.35482 s.
     rng = np.random.default_rng(11)
     img = ndi.gaussian_filter(rng.normal(size=(48, 48, 48)), 2.0, mode="wrap")
-    fx, fy, fz, _favg = common.fwhm_afni(img, np.ones(img.shape, bool), (2.0, 2.0, 2.0))
+    fx, fy, fz, _favg = fwhm.fwhm_afni(img, np.ones(img.shape, bool), (2.0, 2.0, 2.0))
     for val in (fx, fy, fz):
         assert val == pytest.approx(2.35482 * 2.0, rel=0.05)
 
@@ -200,10 +200,10 @@ def test_fwhm_invalid_axis_is_zero():
     rng = np.random.default_rng(0)
     img = rng.normal(size=(10, 10, 10))  # white noise: arg <= 0 on every axis
     img = np.repeat(img[:, :, :1], 10, axis=2)  # constant along z: arg == 1 -> invalid
-    _fx, _fy, fz, _favg = common.fwhm_afni(img, np.ones(img.shape, bool), (1, 1, 1))
+    _fx, _fy, fz, _favg = fwhm.fwhm_afni(img, np.ones(img.shape, bool), (1, 1, 1))
     assert fz == 0.0
     with pytest.raises(ValueError):
-        common.fwhm_afni(img, np.zeros(img.shape, bool), (1, 1, 1))
+        fwhm.fwhm_afni(img, np.zeros(img.shape, bool), (1, 1, 1))
 
 
 def test_rotation_mask_corners():

@@ -11,7 +11,7 @@ import pytest
 from isyb_dask.io import store as st
 from isyb_dask.qc.anat_iqms import ANAT_IQMS
 from isyb_dask.qc.config import QCConfig
-from isyb_dask.qc.group import run_qc_group
+from isyb_dask.group.qc import run_qc_group
 
 FUNC = ("snr", "fber", "efc", "fwhm_avg", "fd_mean", "dvars_std", "gcor", "tsnr")
 

@@ -73,7 +73,7 @@ def test_concurrent_region_writes_do_not_interfere(new_store):
     surf = store.open_group(new_store, "surface")["value"].values
     for i in range(6):
         assert (surf[i] == i).all()
-    np.testing.assert_allclose(store.open_group(new_store, "qc_func")["fd_mean"].values, np.arange(6) / 10)
+    np.testing.assert_allclose(store.open_group(new_store, "qc_func").load()["fd_mean"].values, np.arange(6) / 10)
 
 
 def test_reader_during_run_sees_fill_or_complete_values(new_store):
@@ -110,3 +110,62 @@ def test_database_split_from_participants_is_kept(tmp_path):
                      surface_metrics=METRICS, hemi=HEMI, participants=parts)
     part = store.open_group(path, "participants").load()
     assert list(part["database"].values) == ["ISYB-1", "ISYB-2"]
+
+
+def test_subject_groups_written_in_one_open(new_store, monkeypatch):
+    """One subject's five groups: one store open, one index lookup, every value in place."""
+    import zarr
+
+    opens = []
+    real = zarr.open_group
+    monkeypatch.setattr(store.zarr, "open_group", lambda *a, **k: opens.append(a) or real(*a, **k))
+    values = np.arange(36, dtype=np.float32).reshape(3, 12)
+    store.write_subject_groups(new_store, "sub-0002", {
+        "participants": {"status": "partial", "failed_stages": "metrics:CBF"},
+        "deface": {"nmi": [0.1, 0.2, 0.3], "error": ["", "bad", ""]},
+        "qc_anat": {"cnr": 2.5, "harmonization_route": "wm"},
+        "qc_func": {"fd_mean": 0.125},
+        "surface": {"value": values, "missing": ["", "", "no ASL"], "provenance": ["a", "", ""]},
+    })
+    assert len(opens) == 1
+    monkeypatch.undo()
+    assert store.open_group(new_store, "participants").load()["failed_stages"].sel(subject="sub-0002").item() == "metrics:CBF"
+    deface = store.open_group(new_store, "deface").sel(subject="sub-0002").load()
+    np.testing.assert_allclose(deface["nmi"].values, [0.1, 0.2, 0.3])
+    assert list(deface["error"].values) == ["", "bad", ""]
+    assert store.open_group(new_store, "qc_anat").load()["harmonization_route"].sel(subject="sub-0002").item() == "wm"
+    assert store.open_group(new_store, "qc_func").load()["fd_mean"].sel(subject="sub-0002").item() == 0.125
+    surf = store.open_group(new_store, "surface").load()
+    np.testing.assert_array_equal(surf["value"].sel(subject="sub-0002").values, values)
+    assert np.isnan(surf["value"].sel(subject="sub-0003").values).all()
+    assert surf["missing"].sel(subject="sub-0002", metric="CBF").item() == "no ASL"
+
+
+def test_participants_update_opens_the_store_once_for_any_n(new_store, monkeypatch):
+    """The group step's update is O(N): one open for 1 or 6 subjects, not one per subject."""
+    import zarr
+
+    counts = []
+    real = zarr.open_group
+    for subjects in (SUBJECTS[:1], SUBJECTS):
+        opens = []
+        monkeypatch.setattr(store.zarr, "open_group", lambda *a, **k: opens.append(a) or real(*a, **k))
+        store.update_participants(new_store, {s: {"status": "excluded", "exclusion_reason": f"r{s[-1]}"}
+                                              for s in subjects})
+        counts.append(len(opens))
+    monkeypatch.undo()
+    assert counts == [1, 1]
+    part = store.open_group(new_store, "participants").load()
+    assert list(part["exclusion_reason"].values) == [f"r{i}" for i in range(1, 7)]
+    assert set(part["status"].values) == {"excluded"}
+    with pytest.raises(KeyError, match="sub-9999"):
+        store.update_participants(new_store, {"sub-9999": {"status": "ok"}})
+
+
+def test_surface_chunks_use_the_read_speed_codec(new_store):
+    import zarr
+
+    arr = zarr.open_array(str(new_store / "surface" / "value"), mode="r")
+    (codec,) = arr.compressors
+    assert type(codec).__name__ == "BloscCodec" and codec.cname.value == "lz4"
+    assert codec.shuffle.value == "shuffle"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from isyb_dask import __version__
+from isyb_dask.io.jsonable import jsonable
 from isyb_dask.io.nifti import file_sha256
 
 __all__ = [
@@ -149,23 +150,9 @@ def write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_json_default))
+    tmp.write_text(json.dumps(jsonable(payload, nonfinite="keep"), indent=2, sort_keys=False))
     os.replace(tmp, path)
     return path
-
-
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def write_sidecar(

@@ -307,7 +307,7 @@ def plot_group_maps(group, fig_dir: str | Path, *, surf: FsLR32k | None = None,
     Parameters
     ----------
     group
-        Dataset from :func:`isyb_dask.metrics.group_maps.compute_group_maps`.
+        Dataset from :func:`isyb_dask.group.maps.compute_group_maps`.
     fig_dir
         Output folder.
     surf

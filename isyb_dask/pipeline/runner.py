@@ -282,8 +282,8 @@ def run_group_level(
     Returns the list of group steps that failed (with their messages); a failing step does
     not stop the next ones.
     """
-    from isyb_dask.metrics.group_maps import run_group_maps
-    from isyb_dask.qc.group import run_qc_group
+    from isyb_dask.group.maps import run_group_maps
+    from isyb_dask.group.qc import run_qc_group
     from isyb_dask.report.html import write_report
     from isyb_dask.deface.reid import run_reid_audit
     from isyb_dask.stats.stage import run_stats

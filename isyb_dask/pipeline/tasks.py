@@ -40,6 +40,7 @@ from isyb_dask.errors import IsybError, RegistrationError
 from isyb_dask.io import store as results_store
 from isyb_dask.io.bids import SubjectInputs, missing_metadata
 from isyb_dask.io.derivatives import write_json
+from isyb_dask.io.jsonable import jsonable
 from isyb_dask.io.nifti import file_sha256
 from isyb_dask.io.validate import repair_provenance, validate_subject
 from isyb_dask.outcome import DATA_ERRORS, subject_outcome
@@ -116,22 +117,6 @@ def _message(stage: str, exc: BaseException) -> str:
     if isinstance(exc, IsybError):
         return f"{stage}: {exc}"
     return f"{stage}: {type(exc).__name__}: {exc}"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def _with_threads(section: Any, threads: int) -> Any:
@@ -319,19 +304,17 @@ def _explain_skipped(out: dict[str, Any], modality_errors: dict[str, str]) -> No
 
 def store_result(store_path: Path, out_dir: Path, subject: str, result: dict[str, Any], *,
                  templates: Sequence[str], surface_metrics: Sequence[str]) -> None:
-    """Write one subject's artefact into its regions of the store."""
+    """Write one subject's artefact into its regions of the store, every group in one pass."""
     outcome = subject_outcome(result)
     repairs = result.get("repairs") or {}
-    results_store.write_subject(
-        store_path,
-        "participants",
-        subject,
-        {"status": outcome.status, "error": outcome.error,
-         "failed_stages": ";".join(outcome.failed_stages), "repairs": "; ".join(repairs.values())},
-    )
+    groups: dict[str, dict[str, Any]] = {
+        "participants": {"status": outcome.status, "error": outcome.error,
+                         "failed_stages": ";".join(outcome.failed_stages),
+                         "repairs": "; ".join(repairs.values())},
+    }
     deface = result.get("deface") or {}
     if deface:
-        values: dict[str, list[Any]] = {}
+        values: dict[str, Any] = {}
         for var in results_store.DEFACE_VARIABLES:
             row = []
             for name in templates:
@@ -339,26 +322,22 @@ def store_result(store_path: Path, out_dir: Path, subject: str, result: dict[str
                 row.append(np.nan if val is None else float(val))
             values[var] = row
         values["error"] = [str((deface.get(name) or {}).get("error") or "") for name in templates]
-        results_store.write_subject(store_path, "deface", subject, values)
-    if result.get("qc_anat_route"):
-        results_store.write_subject(store_path, "qc_anat", subject,
-                                    {"harmonization_route": result["qc_anat_route"]})
+        groups["deface"] = values
     for group in ("qc_anat", "qc_func"):
         vals = result.get(group) or {}
-        clean = {k: (np.nan if v is None else float(v)) for k, v in vals.items() if isinstance(v, (int, float, type(None), np.generic))}
+        clean: dict[str, Any] = {k: (np.nan if v is None else float(v)) for k, v in vals.items()
+                                 if isinstance(v, (int, float, type(None), np.generic))}
+        if group == "qc_anat" and result.get("qc_anat_route"):
+            clean["harmonization_route"] = result["qc_anat_route"]
         if clean:
-            results_store.write_subject(store_path, group, subject, clean)
+            groups[group] = clean
     if "stores" in result:
-        values_arr = np.load(surface_values_path(out_dir, subject))
         missing = result.get("surface_missing", {})
         prov = result.get("surface_provenance", {})
-        results_store.write_subject(
-            store_path,
-            "surface",
-            subject,
-            {"value": values_arr, "missing": [missing.get(m, "") for m in surface_metrics],
-             "provenance": [prov.get(m, "") for m in surface_metrics]},
-        )
+        groups["surface"] = {"value": np.load(surface_values_path(out_dir, subject)),
+                             "missing": [missing.get(m, "") for m in surface_metrics],
+                             "provenance": [prov.get(m, "") for m in surface_metrics]}
+    results_store.write_subject_groups(store_path, subject, groups)
 
 
 def process_subject(job: SubjectJob) -> dict[str, Any]:
@@ -393,7 +372,7 @@ def process_subject(job: SubjectJob) -> dict[str, Any]:
         outcome = subject_outcome(result)
         result["status"] = outcome.status
         result["failed_stages"] = list(outcome.failed_stages)
-        payload = _jsonable(result)
+        payload = jsonable(result)
         # Store region first, completion marker last: a kill in between leaves the subject
         # incomplete, so a re-run computes it again instead of skipping a missing region.
         store_result(

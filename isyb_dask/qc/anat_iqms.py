@@ -18,18 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from isyb_dask.qc.common import (
-    STAT_KEYS,
-    cjv,
-    cnr,
-    efc,
-    fber,
-    fwhm_afni,
-    snr,
-    snr_dietrich,
-    summary_stats_regions,
-    volume_fractions,
-)
+from isyb_dask.qc.common import cjv, cnr, efc, fber, snr, snr_dietrich, volume_fractions
+from isyb_dask.qc.fwhm import fwhm_afni
+from isyb_dask.qc.summary import STAT_KEYS, summary_stats_regions
 
 __all__ = ["ANAT_IQMS", "anat_iqms", "harmonize"]
 
@@ -72,7 +63,7 @@ def harmonize(inu: np.ndarray, factor: float) -> np.ndarray:
     inu
         INU-corrected image.
     factor
-        ``1000 / median(WM)`` (see :func:`isyb_dask.qc.anat_masks.wm_harmonize_factor`).
+        ``1000 / median(WM)`` (see :func:`isyb_dask.qc.air_masks.wm_harmonize_factor`).
 
     Returns
     -------

@@ -36,7 +36,7 @@ from isyb_dask.errors import InputError
 from isyb_dask.io.derivatives import provenance, write_json, write_sidecar
 from isyb_dask.io.nifti import load_image, save_like
 from isyb_dask.io.outputs import ANAT_OUTPUTS, anat_path
-from isyb_dask.qc import anat_masks as am
+from isyb_dask.qc import air_masks as bg
 from isyb_dask.qc.anat_iqms import anat_iqms, harmonize
 from isyb_dask.qc.common import rotation_mask
 from isyb_dask.qc.config import QCConfig
@@ -111,14 +111,14 @@ def compute_anat_qc(
     t0 = time.perf_counter()
     image_to_atlas = anatomy.t1w_to_atlas
     mni_to_image = np.linalg.inv(image_to_atlas) @ np.linalg.inv(atlas.head_to_mni_affine())
-    hat, landmarks = am.hat_mask(anatomy.head_mask, img.affine, mni_to_image)
-    artifacts = am.artifact_mask(original, hat, anatomy.head_mask, zscore=cfg.artifact_zscore,
+    hat, landmarks = bg.hat_mask(anatomy.head_mask, img.affine, mni_to_image)
+    artifacts = bg.artifact_mask(original, hat, anatomy.head_mask, zscore=cfg.artifact_zscore,
                                  zooms=zooms)
-    air = am.air_mask(hat, artifacts, rot, tuple(exclude))
+    air = bg.air_mask(hat, artifacts, rot, tuple(exclude))
     timings["masks"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    factor, route = am.wm_harmonize_route(inu, post["wm"], brain=brain)
+    factor, route = bg.wm_harmonize_route(inu, post["wm"], brain=brain)
     data = harmonize(inu, factor)
     iqms = anat_iqms(
         data,

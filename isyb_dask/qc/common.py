@@ -1,251 +1,48 @@
 """Image-quality metrics shared by the anatomical and functional QC (METHODS §5.2, §5.3, §6).
 
 Pure numpy implementations of the *current* MRIQC definitions (nipreps/mriqc >= 23.1,
-``mriqc/qc/anatomical.py`` and ``mriqc/interfaces/anatomical.py``) and of AFNI's classic
-first-difference FWHM estimator (``3dFWHMx -ShowMeClassicFWHM``, ``mri_estimate_FWHM_1dif``).
-Every function takes arrays and returns Python floats / arrays; nothing touches files.
+``mriqc/qc/anatomical.py`` and ``mriqc/interfaces/anatomical.py``): the IQM formulas, and
+the component / rotation masks they use. Every function takes arrays and returns Python
+floats / arrays; nothing touches files. The weighted region statistics they start from are
+in :mod:`isyb_dask.qc.summary`, AFNI's FWHM estimate in :mod:`isyb_dask.qc.fwhm`.
 
 Conventions (identical to MRIQC unless stated):
 
-* summary statistics are *weighted* by a partial-volume map (PVM) or a 0/1 mask, with the
-  data rounded to ``rprec_data`` decimals and the weights to ``rprec_prob`` decimals before
-  the weighted mean, SD (population, ddof 0) and quantiles (SAS definition as in
-  ``statsmodels.stats.weightstats.DescrStatsW.quantile``); kurtosis and MAD use the
-  un-rounded voxels whose weight exceeds half the maximum weight; results are rounded to
-  ``decimals`` places (MRIQC: 4).
 * ``snr`` uses the region *median* (MRIQC's code does; its docstring says mean).
 * FBER/EFC are rounded to 4 decimals; FBER is -1 when the background energy is < 1e-3.
-* FWHM values are in *voxels*: AFNI's mm values printed with 6 significant digits, divided
-  by the voxel size; an invalid axis is reported as 0.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.stats import kurtosis as _kurtosis
 
 __all__ = [
     "DIETRICH_FACTOR",
-    "FWHM_PER_SIGMA",
     "GAUSSIAN_3_4",
-    "STAT_KEYS",
     "cjv",
     "cnr",
     "efc",
     "fber",
-    "fwhm_afni",
     "largest_components",
+    "maybe_round",
     "rotation_mask",
     "snr",
     "snr_dietrich",
-    "snr_region",
-    "summary_stats",
-    "summary_stats_regions",
     "volume_fractions",
-    "weighted_quantiles",
 ]
 
 #: Normal quantile at 3/4 (``scipy.stats.norm.ppf(0.75)``), the MAD consistency constant.
 GAUSSIAN_3_4 = 0.6744897501960817
-#: AFNI's sigma-to-FWHM factor (``SIGMA_TO_FWHM`` in ``mrilib.h``).
-FWHM_PER_SIGMA = 2.35482
-
-#: Keys of the dict returned by :func:`summary_stats` (MRIQC ``summary_<region>_<key>``).
-STAT_KEYS = ("mean", "median", "p05", "p95", "stdv", "mad", "k", "n")
 
 
-def _maybe_round(value: float, decimals: int | None) -> float:
+def maybe_round(value: float, decimals: int | None) -> float:
+    """``value`` as a float rounded to ``decimals`` places (not rounded when None)."""
     value = float(value)
     return value if decimals is None else round(value, decimals)
-
-
-class _Prepared:
-    """Rounded data and its distinct values, shared by the regions of one image."""
-
-    def __init__(self, data: np.ndarray, rprec_data: int) -> None:
-        self.flat = np.asarray(data).reshape(-1)
-        self.rdata = np.round(self.flat.astype(np.float64), rprec_data)
-        self.vmin = 0.0
-        self.idx: np.ndarray | None = None
-        self.present: np.ndarray | None = None
-        finite = bool(np.isfinite(self.rdata).all())
-        if finite and self.rdata.size:
-            vmin = float(self.rdata.min())
-            vmax = float(self.rdata.max())
-            if vmax - vmin < 2e7 and rprec_data == 0:
-                # Fast exact path for integer-valued data (MRIQC rounds to 0 decimals).
-                self.vmin = vmin
-                self.idx = (self.rdata - vmin).astype(np.int64)
-                self.present = np.bincount(self.idx) > 0
-
-    def groups(self, sel: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct sorted values of the *whole* image with the summed weights of ``sel``.
-
-        Zero-weight values are kept as groups, as statsmodels does (they matter when a
-        quantile target hits a cumulative weight exactly).
-        """
-        if self.idx is not None and self.present is not None:
-            wsum = np.bincount(self.idx[sel], weights=weights, minlength=self.present.size)
-            uniq = np.flatnonzero(self.present)
-            return uniq.astype(np.float64) + self.vmin, wsum[uniq]
-        full = np.zeros(self.rdata.size, dtype=np.float64)
-        full[sel] = weights
-        uniq, inverse = np.unique(self.rdata, return_inverse=True)
-        return uniq, np.bincount(inverse.ravel(), weights=full, minlength=uniq.size)
-
-
-def _sas_quantiles(uniq: np.ndarray, wsum: np.ndarray, probs: Sequence[float]) -> np.ndarray:
-    cweights = np.cumsum(wsum)
-    targets = np.asarray(probs, dtype=np.float64) * cweights[-1]
-    ii = np.minimum(np.searchsorted(cweights, targets), cweights.size - 1)
-    out = uniq[ii].copy()
-    exact = (np.abs(targets - cweights[ii]) < 1e-10) & (ii < cweights.size - 1)
-    out[exact] = (uniq[ii[exact]] + uniq[ii[exact] + 1]) / 2.0
-    return out
-
-
-def weighted_quantiles(
-    values: np.ndarray, weights: np.ndarray, probs: Sequence[float]
-) -> np.ndarray:
-    """Weighted quantiles with the SAS definition used by statsmodels ``DescrStatsW``.
-
-    Weights are summed over exact ties, giving distinct values y_1 < y_2 < ... with
-    cumulative weights s_j and total W. For probability p: if pW falls strictly between
-    s_j and s_{j+1} the quantile is y_{j+1}; if pW equals s_j (within 1e-10) it is
-    (y_j + y_{j+1}) / 2; if pW < s_1 it is y_1.
-
-    Parameters
-    ----------
-    values
-        Data values (any shape, flattened).
-    weights
-        Non-negative weights, same size as ``values``.
-    probs
-        Probability points in [0, 1].
-
-    Returns
-    -------
-    numpy.ndarray
-        One quantile per probability point.
-    """
-    vals = np.asarray(values, dtype=np.float64).ravel()
-    wts = np.asarray(weights, dtype=np.float64).ravel()
-    uniq, inverse = np.unique(vals, return_inverse=True)
-    wsum = np.bincount(inverse.ravel(), weights=wts, minlength=uniq.size)
-    return _sas_quantiles(uniq, wsum, probs)
-
-
-def _region_stats(
-    prep: _Prepared, pvm: np.ndarray, rprec_prob: int, decimals: int | None
-) -> dict[str, float]:
-    prob = np.asarray(pvm).reshape(-1)
-    if prob.size != prep.flat.size:
-        raise ValueError(f"data size {prep.flat.size} != weight map size {prob.size}")
-    prob = prob.astype(np.float32, copy=False)
-    pmax = float(prob.max()) if prob.size else 0.0
-    if not pmax > 0:
-        raise ValueError("summary_stats: region is empty (no positive weight)")
-    sel = np.flatnonzero(prob > 0)
-    psel = prob[sel]
-    rw = np.round(psel, rprec_prob).astype(np.float64)
-    xsel = prep.rdata[sel]
-    sumw = rw.sum()
-    mean = float(np.dot(xsel, rw) / sumw)
-    stdv = math.sqrt(float(np.dot((xsel - mean) ** 2, rw) / sumw))
-    uniq, wsum = prep.groups(sel, rw)
-    p05, median, p95 = _sas_quantiles(uniq, wsum, (0.05, 0.5, 0.95))
-    thresholded = prep.flat[sel[psel > 0.5 * pmax]].astype(np.float64)
-    kurt = float(_kurtosis(thresholded)) if thresholded.size > 1 else float("nan")
-    mad = float(np.median(np.abs(thresholded - median) / GAUSSIAN_3_4))
-    return {
-        "mean": _maybe_round(mean, decimals),
-        "median": _maybe_round(median, decimals),
-        "p05": _maybe_round(p05, decimals),
-        "p95": _maybe_round(p95, decimals),
-        "stdv": _maybe_round(stdv, decimals),
-        "mad": _maybe_round(mad, decimals),
-        "k": _maybe_round(kurt, decimals),
-        "n": float(psel.astype(np.float64).sum()),
-    }
-
-
-def summary_stats(
-    data: np.ndarray,
-    pvm: np.ndarray,
-    *,
-    rprec_data: int = 0,
-    rprec_prob: int = 3,
-    decimals: int | None = 4,
-) -> dict[str, float]:
-    """Weighted summary statistics of one region, as current MRIQC ``summary_stats``.
-
-    Parameters
-    ----------
-    data
-        Image intensities (3-D, any float dtype).
-    pvm
-        Partial-volume / probability map of the region, or a 0/1 mask (same shape).
-        Negative weights are ignored.
-    rprec_data, rprec_prob
-        Decimals to which data and weights are rounded before the weighted statistics.
-    decimals
-        Decimals of the returned values (``None``: no rounding). ``n`` is never rounded.
-
-    Returns
-    -------
-    dict
-        ``mean`` (weighted), ``median``, ``p05``, ``p95`` (weighted SAS quantiles),
-        ``stdv`` (weighted population SD), ``mad`` (normalised MAD around the weighted
-        median) and ``k`` (Fisher kurtosis, biased) of the voxels with weight
-        > 0.5 * max(weight), and ``n`` = sum of the (unrounded) weights.
-
-    Raises
-    ------
-    ValueError
-        If shapes differ or the region has no positive weight.
-    """
-    if np.shape(data) != np.shape(pvm):
-        raise ValueError(f"data shape {np.shape(data)} != weight map shape {np.shape(pvm)}")
-    return _region_stats(_Prepared(data, rprec_data), pvm, rprec_prob, decimals)
-
-
-def summary_stats_regions(
-    data: np.ndarray,
-    pvms: Mapping[str, np.ndarray],
-    *,
-    rprec_data: int = 0,
-    rprec_prob: int = 3,
-    decimals: int | None = 4,
-) -> dict[str, dict[str, float]]:
-    """:func:`summary_stats` for several regions (``{"bg": air, "csf": ..., ...}``).
-
-    The data are rounded and indexed once for all regions.
-
-    Parameters
-    ----------
-    data
-        Image intensities.
-    pvms
-        Region name -> weight map (same shape as ``data``).
-    rprec_data, rprec_prob, decimals
-        As in :func:`summary_stats`.
-
-    Returns
-    -------
-    dict
-        Region name -> statistics dict.
-    """
-    prep = _Prepared(data, rprec_data)
-    out = {}
-    for name, pvm in pvms.items():
-        if np.shape(pvm) != np.shape(data):
-            raise ValueError(f"region {name!r}: shape {np.shape(pvm)} != {np.shape(data)}")
-        out[name] = _region_stats(prep, pvm, rprec_prob, decimals)
-    return out
 
 
 def snr(median: float, stdv: float, n: float) -> float:
@@ -268,27 +65,6 @@ def snr(median: float, stdv: float, n: float) -> float:
     if n <= 1 or stdv == 0:
         return float("nan")
     return float(median / (stdv * math.sqrt(n / (n - 1.0))))
-
-
-def snr_region(data: np.ndarray, pvm: np.ndarray, **kwargs: int | None) -> float:
-    """SNR of one region computed from :func:`summary_stats` of ``data`` in ``pvm``.
-
-    Parameters
-    ----------
-    data
-        Image intensities.
-    pvm
-        Weight map or 0/1 mask of the region.
-    **kwargs
-        Passed to :func:`summary_stats`.
-
-    Returns
-    -------
-    float
-        ``snr(median, stdv, n)``.
-    """
-    stats = summary_stats(data, pvm, **kwargs)
-    return snr(stats["median"], stats["stdv"], stats["n"])
 
 
 def cnr(mu_wm: float, mu_gm: float, sigma_air: float, sigma_wm: float, sigma_gm: float) -> float:
@@ -411,7 +187,7 @@ def fber(
     bg_mu = np.median(np.abs(data[air]) ** 2)
     if bg_mu < 1.0e-3:
         return -1.0
-    return _maybe_round(fg_mu / bg_mu, decimals)
+    return maybe_round(fg_mu / bg_mu, decimals)
 
 
 def efc(
@@ -446,77 +222,7 @@ def efc(
     efc_max = n_vox * (1.0 / math.sqrt(n_vox)) * math.log(1.0 / math.sqrt(n_vox))
     b_max = math.sqrt(float(np.dot(x, x)))
     entropy = float(np.sum((x / b_max) * np.log((x + 1e-16) / b_max)))
-    return _maybe_round(entropy / efc_max, decimals)
-
-
-def _afni_print(value: float) -> float:
-    """Value as AFNI prints it with ``%g`` (6 significant digits)."""
-    return float(f"{value:g}")
-
-
-def fwhm_afni(
-    data: np.ndarray, mask: np.ndarray, zooms: Sequence[float]
-) -> tuple[float, float, float, float]:
-    """Classic AFNI 3dFWHMx FWHM (first-difference estimator) in voxels, as MRIQC reports.
-
-    For the mask M: var = sample variance (ddof 1) of the masked values; for each axis a,
-    var_a = sample variance (ddof 1) of the first differences x(i+1) - x(i) over pairs with
-    both voxels in M (0 when fewer than 6 pairs); arg = 1 - var_a / (2 var);
-    FWHM_a = 2.35482 sqrt(-1 / (4 ln arg)) * zoom_a when 0 < arg < 1, else invalid.
-    AFNI prints 6 significant digits and 0 for an invalid axis; MRIQC divides the printed
-    mm values by the voxel sizes and averages x, y, z arithmetically.
-
-    Parameters
-    ----------
-    data
-        3-D image (for 4-D input pass one volume; ``-detrend`` is a no-op for 3-D data).
-    mask
-        Voxels > 0 are used.
-    zooms
-        Voxel sizes (mm) along the three array axes.
-
-    Returns
-    -------
-    tuple of float
-        ``(fwhm_x, fwhm_y, fwhm_z, fwhm_avg)`` in voxels.
-
-    Raises
-    ------
-    ValueError
-        If the mask has fewer than 16 voxels (AFNI refuses such masks).
-    """
-    arr = np.asarray(data, dtype=np.float64)
-    msk = np.asarray(mask) > 0
-    if arr.ndim != 3 or arr.shape != msk.shape:
-        raise ValueError(f"fwhm_afni needs matching 3-D data/mask, got {arr.shape}, {msk.shape}")
-    if int(msk.sum()) < 16:
-        raise ValueError("fwhm_afni: mask has fewer than 16 voxels")
-    vals = arr[msk]
-    count = vals.size
-    fsum = float(vals.sum())
-    fsq = float(np.dot(vals, vals))
-    var = (fsq - fsum * fsum / count) / (count - 1.0) if count >= 9 else 0.0
-    out: list[float] = []
-    for axis in range(3):
-        first = [slice(None)] * 3
-        second = [slice(None)] * 3
-        first[axis] = slice(0, -1)
-        second[axis] = slice(1, None)
-        pair = msk[tuple(first)] & msk[tuple(second)]
-        diff = (arr[tuple(second)] - arr[tuple(first)])[pair]
-        npair = diff.size
-        if npair < 6:
-            var_a = 0.0
-        else:
-            dsum = float(diff.sum())
-            var_a = (float(np.dot(diff, diff)) - dsum * dsum / npair) / (npair - 1.0)
-        fwhm_mm = 0.0
-        if count >= 9 and fsq > 0 and var > 0:
-            arg = 1.0 - 0.5 * (var_a / var)
-            if 0.0 < arg < 1.0:
-                fwhm_mm = FWHM_PER_SIGMA * math.sqrt(-1.0 / (4.0 * math.log(arg))) * zooms[axis]
-        out.append(_afni_print(fwhm_mm) / float(zooms[axis]))
-    return out[0], out[1], out[2], float(np.mean(out))
+    return maybe_round(entropy / efc_max, decimals)
 
 
 def largest_components(

@@ -17,7 +17,8 @@
   background the non-ghost region; GSR = (mean ghost - mean non-ghost) / median brain.
 * ``snr``, ``fber``, ``efc``, ``fwhm_*`` and ``summary_{fg,bg}_*`` are computed on the mean
   EPI with negative values set to 0 (MRIQC ``FunctionalQC``) using the shared definitions
-  of :mod:`isyb_dask.qc.common`: summary statistics with fg = brain mask and
+  of :mod:`isyb_dask.qc.common`, :mod:`~isyb_dask.qc.summary` and :mod:`~isyb_dask.qc.fwhm`:
+  summary statistics with fg = brain mask and
   bg = its complement (binary weights), SNR = fg median / (fg SD * sqrt(n / (n - 1))),
   FBER with the *brain* mask as foreground (no rotation mask), EFC over the whole image,
   FWHM by AFNI's classic first-difference estimator within the brain mask, in voxels.
@@ -30,6 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from isyb_dask.qc import common
+from isyb_dask.qc.fwhm import fwhm_afni
+from isyb_dask.qc.summary import summary_stats_regions
 
 __all__ = [
     "gcor",
@@ -240,13 +243,13 @@ def mean_epi_iqms(
         raise ValueError(f"mean EPI {epi.shape} and mask {msk.shape} must be the same 3-D shape")
     if int(msk.sum()) < 100:
         raise ValueError(f"brain mask has only {int(msk.sum())} voxels (MRIQC needs >= 100)")
-    stats = common.summary_stats_regions(epi, {"fg": msk, "bg": 1 - msk})
+    stats = summary_stats_regions(epi, {"fg": msk, "bg": 1 - msk})
     out: dict[str, float] = {
         "snr": common.snr(stats["fg"]["median"], stats["fg"]["stdv"], stats["fg"]["n"]),
         "fber": common.fber(epi, msk),
         "efc": common.efc(epi),
     }
-    fx, fy, fz, favg = common.fwhm_afni(epi, msk, zooms)
+    fx, fy, fz, favg = fwhm_afni(epi, msk, zooms)
     out.update({"fwhm_x": fx, "fwhm_y": fy, "fwhm_z": fz, "fwhm_avg": favg})
     for region, vals in stats.items():
         for key, val in vals.items():

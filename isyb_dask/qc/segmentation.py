@@ -21,6 +21,7 @@ from functools import lru_cache
 import nibabel as nb
 import numpy as np
 
+from isyb_dask.blocks import block_affine, block_factor, block_reduce
 from isyb_dask.registration import (
     AffineRegistration,
     matrix_ras,
@@ -69,17 +70,11 @@ def block_mean_image(img: nb.Nifti1Image, grid_mm: float = 2.0) -> nb.Nifti1Imag
     The affine is adjusted so that every coarse voxel sits at the centre of its block
     (same physical space). Images already coarser than ``grid_mm`` are returned as they are.
     """
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
-    f = max(1, round(grid_mm / zooms.min()))
+    f = block_factor(img.header.get_zooms()[:3], grid_mm)
     if f == 1:
         return img
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    shape = [n // f for n in data.shape[:3]]
-    data = data[: shape[0] * f, : shape[1] * f, : shape[2] * f]
-    data = data.reshape(shape[0], f, shape[1], f, shape[2], f).mean(axis=(1, 3, 5))
-    aff = img.affine.copy()
-    aff[:3, 3] = img.affine[:3, :3] @ np.full(3, (f - 1) / 2.0) + img.affine[:3, 3]
-    aff[:3, :3] = img.affine[:3, :3] * f
+    data = block_reduce(np.asarray(img.dataobj, dtype=np.float32), f)
+    aff = block_affine(img.affine, f)
     return nb.Nifti1Image(data.astype(np.float32), aff)
 
 

@@ -23,7 +23,8 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage as ndi
 
-from isyb_dask.synth.fields import Grid, SmoothField, block_mean, random_smooth_field, rigid_matrix
+from isyb_dask.rigid import rigid_matrix
+from isyb_dask.synth.fields import Grid, SmoothField, block_mean, random_smooth_field
 
 __all__ = [
     "FACE_DEPTH",

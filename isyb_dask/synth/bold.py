@@ -22,13 +22,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from isyb_dask.rigid import rigid_matrix
 from isyb_dask.synth.anatomy import SubjectAnatomy, TemplateMaps
 from isyb_dask.synth.fields import (
     Grid,
     add_rician_noise,
     power_fd,
     random_smooth_field,
-    rigid_matrix,
 )
 from isyb_dask.synth.t1w import bias_field, sample_anatomy
 

@@ -1,14 +1,12 @@
 """Geometry and random-field helpers for the synthetic study.
 
-Pure functions on arrays: image grids, rigid transforms, smooth random fields, Rician noise
-and reorientation. Everything random takes a :class:`numpy.random.Generator`.
+Pure functions on arrays: image grids, smooth random fields, Rician noise, block means and
+reorientation (rigid transforms: :mod:`isyb_dask.rigid`). Everything random takes a :class:`numpy.random.Generator`.
 
 Conventions
 -----------
 * World coordinates are RAS millimetres (NIfTI ``sform``).
-* Rigid parameters are ``(trans_x, trans_y, trans_z, rot_x, rot_y, rot_z)`` in mm and radians.
-  The rotation matrix is ``R = Rz(rot_z) @ Ry(rot_y) @ Rx(rot_x)`` (rotate about x first) and
-  the transform acts about a centre ``c``: a point ``p`` moves to ``R (p - c) + c + t``.
+* Rigid parameters follow :mod:`isyb_dask.rigid` (the convention the realignment estimates).
 """
 
 from __future__ import annotations
@@ -18,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from isyb_dask.blocks import block_affine, block_reduce
+
 __all__ = [
     "Grid",
     "SmoothField",
@@ -26,8 +26,6 @@ __all__ = [
     "power_fd",
     "random_smooth_field",
     "reorient",
-    "rigid_matrix",
-    "rotation_matrix",
 ]
 
 
@@ -68,28 +66,6 @@ class Grid:
         """World coordinate of the FOV centre."""
         half = (np.asarray(self.shape, dtype=float) - 1.0) / 2.0
         return self.affine[:3, :3] @ half + self.affine[:3, 3]
-
-
-def rotation_matrix(rx: float, ry: float, rz: float) -> np.ndarray:
-    """``Rz @ Ry @ Rx`` for angles in radians (rotation about x applied first)."""
-    cx, sx = np.cos(rx), np.sin(rx)
-    cy, sy = np.cos(ry), np.sin(ry)
-    cz, sz = np.cos(rz), np.sin(rz)
-    rot_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    rot_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rot_z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rot_z @ rot_y @ rot_x
-
-
-def rigid_matrix(params: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """4x4 world matrix of rigid ``params`` acting about ``centre`` (see module docstring)."""
-    p = np.asarray(params, dtype=float)
-    rot = rotation_matrix(p[3], p[4], p[5])
-    c = np.asarray(centre, dtype=float)
-    out = np.eye(4)
-    out[:3, :3] = rot
-    out[:3, 3] = c + p[:3] - rot @ c
-    return out
 
 
 @dataclass(frozen=True)
@@ -186,12 +162,7 @@ def block_mean(arr: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.nda
     if factor <= 1:
         return arr.astype(np.float32, copy=False), affine
     f = int(factor)
-    nx, ny, nz = (s // f for s in arr.shape[:3])
-    a = arr[: nx * f, : ny * f, : nz * f].astype(np.float32)
-    a = a.reshape(nx, f, ny, f, nz, f).mean(axis=(1, 3, 5))
-    scale = np.diag([f, f, f, 1.0])
-    scale[:3, 3] = (f - 1) / 2.0
-    return a, affine @ scale
+    return block_reduce(arr.astype(np.float32), f), block_affine(affine, f)
 
 
 def reorient(

@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from isyb_dask.io.jsonable import jsonable
 from isyb_dask.synth.fields import reorient
 
 __all__ = ["slice_direction", "write_json", "write_nifti", "write_tsv"]
@@ -74,29 +75,14 @@ def slice_direction(ornt: np.ndarray, ras_axis: int = 2) -> str:
     return "ijk"[axis] + ("-" if flip < 0 else "")
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float):
-        if not np.isfinite(obj):
-            return str(obj)  # "inf" / "nan": strict JSON has no infinities
-        return round(obj, 10)
-    return obj
-
-
 def write_json(path: Path, payload: dict) -> Path:
     """Write ``payload`` as indented JSON.
 
     numpy values are converted, floats rounded to 10 decimals, and non-finite floats
     written as the strings ``"inf"``/``"nan"``.
     """
-    text = json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n"
+    plain = jsonable(payload, nonfinite="text", digits=10)
+    text = json.dumps(plain, indent=2, allow_nan=False) + "\n"
     return _atomic_write(Path(path), text.encode())
 
 

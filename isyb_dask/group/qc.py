@@ -7,7 +7,7 @@
    ``excluded`` by an earlier group run, so that re-running with other settings is
    idempotent; a subject no longer excluded gets back ``partial`` if its ``failed_stages``
    is non-empty, else ``ok``); failed and pending subjects are left out;
-3. applies :mod:`isyb_dask.qc.exclusion` (SD rule per IQM and modality, motion rule) and
+3. applies :mod:`isyb_dask.group.exclusion` (SD rule per IQM and modality, motion rule) and
    records the result in ``participants`` with
    :func:`isyb_dask.io.store.update_participants` (``status``, ``exclusion_reason``,
    ``exclusion_rule``, ``exclusion_metric``; subjects no longer excluded go back to ``ok``);
@@ -26,7 +26,7 @@ import pandas as pd
 
 from isyb_dask.io import store as st
 from isyb_dask.qc.config import QCConfig
-from isyb_dask.qc.exclusion import exclusion_table, subject_exclusions
+from isyb_dask.group.exclusion import exclusion_table, subject_exclusions
 from isyb_dask.qc.figures import plot_qc_group
 
 __all__ = ["iqm_table", "run_qc_group"]
