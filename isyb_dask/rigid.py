@@ -3,7 +3,7 @@
 Six parameters ``(tx, ty, tz, rx, ry, rz)`` (mm, radians) act about a centre ``c``:
 ``M @ [p, 1] = R (p - c) + c + t`` with ``R = Rz @ Ry @ Rx`` (rotation about x applied
 first). The synthetic head motion (``synth/``) is generated with it and the realignment
-(``qc/hmc.py``) estimates it, so estimated parameters can be compared with the truth.
+(``bold/hmc.py``) estimates it, so estimated parameters can be compared with the truth.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ def test_rotation_order_and_centre():
 
 
 def test_realignment_uses_the_same_convention():
-    """qc/hmc.py estimates what synth/ generates: their matrices must agree."""
-    from isyb_dask.qc import hmc
+    """bold/hmc.py estimates what synth/ generates: their matrices must agree."""
+    from isyb_dask.bold import rigid as hmc
 
     rng = np.random.default_rng(3)
     for _ in range(5):

@@ -27,6 +27,7 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage as ndi
 
+from isyb_dask.blocks import block_affine, block_reduce
 from isyb_dask.anat.bridge import NLIN6_GRID, get_bridge, sample_volume, template_maps
 from isyb_dask.anat.warpfield import (
     DenseField,
@@ -121,17 +122,11 @@ class StandardNormalization:
 def _block_mean(
     data: np.ndarray, affine: np.ndarray, step_mm: float
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Block mean of ``data`` to about ``step_mm`` voxels, and the coarse grid's affine."""
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    f = np.maximum(1, np.rint(step_mm / zooms).astype(int))
-    if np.all(f == 1):
-        return data.astype(np.float32), affine.copy()
-    shape = tuple(int(n // k) for n, k in zip(data.shape, f))
-    d = data[: shape[0] * f[0], : shape[1] * f[1], : shape[2] * f[2]].astype(np.float32)
-    d = d.reshape(shape[0], f[0], shape[1], f[1], shape[2], f[2]).mean(axis=(1, 3, 5))
-    aff = affine.copy()
-    aff[:3, 3] = affine[:3, :3] @ ((f - 1) / 2.0) + affine[:3, 3]
-    aff[:3, :3] = affine[:3, :3] * f
-    return d, aff
+    f = [int(k) for k in np.maximum(1, np.rint(step_mm / zooms).astype(int))]
+    coarse = block_reduce(data.astype(np.float32), f)
+    return coarse.astype(np.float32), block_affine(affine, f)
 
 
 def normalize_to_standard(

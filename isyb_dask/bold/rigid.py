@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from isyb_dask.rigid import rigid_matrix as _shared_rigid_matrix
+
 __all__ = [
     "PARAM_NAMES",
     "apply_parameters",
@@ -84,6 +86,9 @@ def rotation_center(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
 def rigid_matrix(params: Sequence[float], center: Sequence[float]) -> np.ndarray:
     """4x4 world matrix of one parameter row (reference point -> volume point).
 
+    The project's one rigid convention (:func:`isyb_dask.rigid.rigid_matrix`), under the
+    name and argument order motion correction uses.
+
     Parameters
     ----------
     params
@@ -96,19 +101,7 @@ def rigid_matrix(params: Sequence[float], center: Sequence[float]) -> np.ndarray
     numpy.ndarray
         ``M`` with ``M @ [p, 1] = R (p - c) + c + d`` and ``R = Rz Ry Rx``.
     """
-    tx, ty, tz, ax, ay, az = (float(v) for v in params)
-    cx, sx = np.cos(ax), np.sin(ax)
-    cy, sy = np.cos(ay), np.sin(ay)
-    cz, sz = np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    rot = rz @ ry @ rx
-    c = np.asarray(center, dtype=np.float64)
-    out = np.eye(4)
-    out[:3, :3] = rot
-    out[:3, 3] = c - rot @ c + np.array([tx, ty, tz])
-    return out
+    return _shared_rigid_matrix(params, center)
 
 
 def params_from_matrix(matrix: np.ndarray, center: Sequence[float]) -> np.ndarray:

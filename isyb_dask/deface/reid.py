@@ -157,7 +157,7 @@ def run_reid_audit(store_path: str | os.PathLike[str], out_dir: str | os.PathLik
     dict
         ``{"files": [Path], "n_subjects": int}`` (no files when no descriptors exist).
     """
-    from isyb_dask.io.store import list_groups, open_group, write_group, write_subject
+    from isyb_dask.io.store import list_groups, open_group, update_subjects, write_group
 
     store_path, out_dir = Path(store_path), Path(out_dir)
     deface = open_group(store_path, "deface")
@@ -174,12 +174,14 @@ def run_reid_audit(store_path: str | os.PathLike[str], out_dir: str | os.PathLik
             if t in templates:
                 detected[(s, t)] = bool(fd.sel(subject=s, template=t).values > 0.5)
     summary = rank1_summary(table, detected or None)
+    rank_rows = {}
     for subj, grp in table.groupby("subject"):
         ranks = np.full(len(templates), np.nan)
         for t, r in zip(grp["template"], grp["reid_rank"]):
             if t in templates:
                 ranks[templates.index(t)] = r
-        write_subject(store_path, "deface", subj, {"reid_rank": ranks})
+        rank_rows[str(subj)] = {"reid_rank": ranks}
+    update_subjects(store_path, "deface", rank_rows)  # one open for all subjects (O(N))
     ds = audit_dataset(summary)
     if "stats" in list_groups(store_path):
         current = open_group(store_path, "stats").load()
