@@ -237,9 +237,12 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
             face_masks = [Path(p) for p in out.get("face_masks", {}).values()]
             from isyb_dask.deface.truth import add_truth_metrics  # generated data only
 
+            t_truth = time.perf_counter()
             try:
-                add_truth_metrics(result["deface"], inp.t1w, inp.subject, job.out_dir,
-                                  original_image=getattr(anatomy, "image", None))
+                if add_truth_metrics(result["deface"], inp.t1w, inp.subject, job.out_dir,
+                                     original_image=getattr(anatomy, "image", None)):
+                    result["timings"]["deface_truth"] = round(time.perf_counter() - t_truth, 3)
+                    logger.info("deface truth scores (%.1f s)", result["timings"]["deface_truth"])
             except (OSError, ValueError) as exc:  # scoring must not fail the subject
                 result["notes"].append(f"deface truth metrics: {exc}")
     if "qc_anat" in cfg.stages and t1w_ok and anatomy is not None:
