@@ -41,10 +41,10 @@ SCORES = ("nmi", "face_coverage", "face_relief_mm")
 BUILT = ("CNsynth", "EUsynth")
 
 
-def _load(out: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
+def _load(out: Path, dest: str = "output") -> tuple[pd.DataFrame, list[str], list[str]]:
     import xarray as xr
 
-    dfc = xr.open_zarr(out / "output" / "results.zarr", group="deface",
+    dfc = xr.open_zarr(out / dest / "results.zarr", group="deface",
                        consolidated=False).load()
     pops = _populations(out / "bids")
     subs = [str(s) for s in dfc["subject"].values]
@@ -88,7 +88,8 @@ def report_scores(long: pd.DataFrame, templates) -> None:
                                      "se", "df", "p_adj", "ci_low", "ci_high")), "\n")
 
 
-def nmi_sensitivity(out: Path, subs, templates, bins=(32, 64, 128, 256)) -> pd.DataFrame:
+def nmi_sensitivity(out: Path, subs, templates, bins=(32, 64, 128, 256),
+                    dest: str = "output") -> pd.DataFrame:
     """NMI recomputed from the written files: own vs union mask, bins, normalisation."""
     pops = _populations(out / "bids")
     rows = []
@@ -97,9 +98,11 @@ def nmi_sensitivity(out: Path, subs, templates, bins=(32, 64, 128, 256)) -> pd.D
         o = np.asarray(o_img.dataobj, dtype=np.float64)
         d = {}
         for t in templates:
-            p = out / "output" / s / "anat" / f"{s}_desc-defaced{t}_T1w.nii.gz"
+            p = out / dest / s / "anat" / f"{s}_desc-defaced{t}_T1w.nii.gz"
             if p.exists():
                 d[t] = np.asarray(nb.load(str(p)).dataobj, dtype=np.float64)
+        if len(d) < len(templates):  # a template failed: the union mask would differ
+            continue
         union = np.zeros(o.shape, bool)
         own = {t: v != o for t, v in d.items()}
         for m in own.values():
@@ -144,6 +147,8 @@ def main(argv=None) -> int:
     ap.add_argument("--run", action="store_true")
     ap.add_argument("--seed", type=int, default=2022)
     ap.add_argument("--faces", action="store_true", help="face detection on every original")
+    ap.add_argument("--output-dir", default="output",
+                    help="folder of OUT holding results.zarr and the defaced files")
     a = ap.parse_args(argv)
     if a.run:
         t0, c0 = time.time(), time.process_time()
@@ -151,10 +156,10 @@ def main(argv=None) -> int:
                       stages=("deface",))
         print(f"run: exit {rc}, {time.time() - t0:.0f} s wall, "
               f"{time.process_time() - c0:.0f} s CPU (this process)")
-    long, subs, templates = _load(a.out)
+    long, subs, templates = _load(a.out, a.output_dir)
     print(f"# Crossed experiment: {len(subs)} subjects, templates {templates}\n")
     report_scores(long, templates)
-    sens = nmi_sensitivity(a.out, subs, templates)
+    sens = nmi_sensitivity(a.out, subs, templates, dest=a.output_dir)
     stored = long[long.score == "nmi"].set_index(["subject", "template"])["value"]
     own64 = sens[(sens["mask"] == "own") & (sens.bins == 64) & (sens.average == "arithmetic")]
     dev = np.abs(own64.set_index(["subject", "template"])["nmi"] - stored.loc[
