@@ -9,7 +9,7 @@
 3. ``isyb run`` with both built templates (plus the built-in pydeface head, which is also the
    generator's base head and therefore not a fair competitor); participant and group levels.
 4. Population x template tests of NMI and of the true-face coverage
-   (``OUT/output/crossed_<score>_{anova,paired,database}.tsv``).
+   (``OUT/output/crossed_<score>_{anova,paired,tukey,database}.tsv``).
 
 Each step is skipped when its output already exists, so re-running resumes.
 """
