@@ -94,6 +94,33 @@ def test_rigid_recovers_known_rotation_and_is_deterministic():
     np.testing.assert_allclose(a.checks["scales"], 1.0, atol=1e-6)
 
 
+def test_affine_stage_keeps_the_last_plausible_transform(monkeypatch):
+    """A 12-dof level that drifts into a reflection from a plausible start is not taken."""
+    from isyb_dask.registration import affine as reg_affine
+
+    matrix = _rot(0, 9.0) @ _rot(2, -5.0)
+    fixed, moving, truth = _known_pair(matrix, [5.0, -8.0, 6.0])
+    real_level = reg_affine._run_level
+    calls = []
+
+    def drifting_level(f, m, initial, **kw):
+        out, metric = real_level(f, m, initial, **kw)
+        calls.append(initial.GetName())
+        if out.GetName() == "AffineTransform" and len(calls) >= 4:  # the 2nd affine level
+            flipped = sitk.AffineTransform(out)
+            a = np.array(out.GetMatrix()).reshape(3, 3) @ np.diag([-1.0, 1.0, 1.0])
+            flipped.SetMatrix(a.ravel().tolist())
+            return flipped, metric - 1.0  # a "better" metric must not win over plausibility
+        return out, metric
+
+    monkeypatch.setattr(reg_affine, "_run_level", drifting_level)
+    res = reg.register_affine(fixed, moving, seed=11, threads=1)
+    assert res.plausible, res.checks
+    assert res.checks["determinant"] > 0
+    assert res.checks.get("affine_stopped_at")  # says where the drift was stopped
+    assert _mean_error_mm(fixed, res.transform, truth) < 3.0  # the previous level's estimate
+
+
 def test_check_transform_flags_implausible():
     ok, checks = reg.check_transform(sitk.AffineTransform(3))
     assert ok and checks["rotation_deg"] == 0.0

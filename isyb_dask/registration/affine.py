@@ -57,7 +57,9 @@ class AffineRegistration:
         Whether :func:`check_transform` accepted the transform.
     checks
         ``scales``, ``shears``, ``rotation_deg``, ``translation_mm``, ``determinant`` and the
-        list of ``violations``.
+        list of ``violations``; ``affine_stopped_at`` (level, e.g. ``"2 mm"``) when a 12-dof
+        level left the plausible set from a plausible start and the previous transform was
+        kept instead.
     seconds
         Wall-clock time of the registration.
     """
@@ -313,14 +315,22 @@ def _register(
                 f, m, current, seed=seed, threads=threads, sampling=sampling,
                 iterations=iterations, fixed_mask=fm, moving_mask=mm, max_step=step,
             )
+        reverted = ""
         if dof == 12:
             if initial is None:
                 current = _euler_to_affine(current)
+            start_ok = check_transform(current, limits)[0]
             for step, f, m, fm, mm in pyramid:
-                current, metric = _run_level(
+                moved, moved_metric = _run_level(
                     f, m, current, seed=seed, threads=threads, sampling=sampling,
                     iterations=iterations, fixed_mask=fm, moving_mask=mm, max_step=step / 2.0,
                 )
+                if start_ok and not check_transform(moved, limits)[0]:
+                    # the free affine drifted out of the plausible set (e.g. into a
+                    # reflection) from a plausible start: keep the last plausible transform
+                    reverted = f"{step:g} mm"
+                    break
+                current, metric = moved, moved_metric
         else:
             step, f, m, fm, mm = pyramid[-1]
             if len(pyramid) > 1:
@@ -331,6 +341,8 @@ def _register(
     except RuntimeError as exc:
         raise RegistrationError(f"registration failed: {exc}") from None
     plausible, checks = check_transform(current, limits)
+    if reverted:
+        checks["affine_stopped_at"] = reverted
     return AffineRegistration(
         transform=current,
         metric=metric,
