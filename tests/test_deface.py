@@ -149,8 +149,10 @@ def test_same_result_in_any_orientation(template, subject, maskface_run, tmp_pat
 
 
 def test_implausible_transform_is_a_failure(template, subject, tmp_path, monkeypatch):
+    # no scale of a real head fit lies in [2, 3]: the start is already implausible, so the
+    # affine guard (keep the last plausible transform) cannot rescue it
     strict = functools.partial(
-        reg.register_affine, limits=reg.PlausibilityLimits(scale_range=(0.999, 1.001))
+        reg.register_affine, limits=reg.PlausibilityLimits(scale_range=(2.0, 3.0))
     )
     monkeypatch.setattr(reg, "register_affine", strict)
     res = run_deface(subject[0], "sub-01", [template], DefaceConfig(), tmp_path)
