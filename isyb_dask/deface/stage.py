@@ -12,7 +12,6 @@ template's changed voxels (``nmi_mask="template"``) or their union (``"union"``)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from pathlib import Path
@@ -36,6 +35,12 @@ from isyb_dask.deface.skin import (
     skin_threshold,
     surface_depth_change,
 )
+from isyb_dask.deface.template_fit import (
+    _images,
+    _template_head_full,
+    face_normal,
+    template_registration,
+)
 from isyb_dask.deface.templates import BUILTIN_NAME, Template
 from isyb_dask.deface.zero import coat_cut, cover_protected, zero_face
 from isyb_dask.errors import InputError, RegistrationError
@@ -43,80 +48,6 @@ from isyb_dask.io.derivatives import derivative_path, write_sidecar
 from isyb_dask.io.nifti import load_image, save_like
 
 __all__ = ["deface_array", "face_normal", "run_deface", "template_registration"]
-
-_REG_STEP_MM = 2.0
-_FACE_PAD_MM = 80.0
-
-
-@functools.lru_cache(maxsize=4)
-def _template_head_full(head: str, mtime: float) -> sitk.Image:
-    """Canonical template head at its own resolution (for ``reface``)."""
-    del mtime
-    return reg.to_sitk(reg.to_canonical(load_image(head, ndim=3)))
-
-
-@functools.lru_cache(maxsize=8)
-def _template_images(
-    head: str, face: str, brain: str | None, mtime: float
-) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
-    """Canonical template head (down-sampled to the finest registration level) and masks."""
-    del mtime  # part of the cache key only
-    head_img = reg.to_canonical(load_image(head, ndim=3))
-    head_s = reg.downsample(reg.to_sitk(head_img), _REG_STEP_MM)
-    face_s = reg.to_sitk(reg.to_canonical(load_image(face, ndim=3, check_values=False)), dtype=np.float32)
-    # continue the face mask beyond the template's FOV by its edge values (a FOV that cuts
-    # the nose tip must not keep the subject's nose tip)
-    n = [int(np.ceil(_FACE_PAD_MM / sp)) for sp in face_s.GetSpacing()]
-    face_s = sitk.ZeroFluxNeumannPad(face_s, n, n)
-    brain_s = None
-    if brain is not None:
-        b_img = reg.to_canonical(load_image(brain, ndim=3, check_values=False))
-        brain_s = reg.to_sitk(np.asarray(b_img.dataobj) > 0.5, b_img.affine, dtype=np.uint8)
-    return head_s, face_s, brain_s
-
-
-def face_normal(transform: sitk.Transform, subject_affine: np.ndarray) -> tuple[int, int]:
-    """Voxel axis and sign of the subject's face normal (template anterior mapped to subject).
-
-    Parameters
-    ----------
-    transform
-        Subject (fixed) -> template (moving) physical transform.
-    subject_affine
-        Voxel-to-RAS affine of the subject grid on which the masking runs.
-    """
-    lin = reg.matrix_ras(transform)[:3, :3]
-    d_ras = np.linalg.solve(lin, np.array([0.0, 1.0, 0.0]))
-    d_vox = np.linalg.solve(subject_affine[:3, :3], d_ras)
-    axis = int(np.argmax(np.abs(d_vox)))
-    return axis, int(np.sign(d_vox[axis]) or 1)
-
-
-def _images(template: Template) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
-    return _template_images(
-        str(template.head), str(template.face_mask),
-        None if template.brain_mask is None else str(template.brain_mask),
-        os.path.getmtime(template.head),
-    )
-
-
-def template_registration(
-    fixed: sitk.Image, template: Template, cfg: DefaceConfig
-) -> reg.AffineRegistration:
-    """Register a template head (moving) to the subject (fixed); implausible -> error.
-
-    Raises
-    ------
-    RegistrationError
-        When the transform fails the plausibility checks.
-    """
-    head_s = _images(template)[0]
-    res = reg.register_affine(fixed, head_s, seed=cfg.seed, threads=cfg.threads)
-    if not res.plausible:
-        raise RegistrationError(
-            f"template {template.name}: implausible transform ({'; '.join(res.checks['violations'])})"
-        )
-    return res
 
 
 def deface_array(
