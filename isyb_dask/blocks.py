@@ -1,4 +1,4 @@
-"""Block reduction of 3-D voxel grids by integer factors (the one copy for every stage).
+"""Block reduction of 3-D voxel grids by integer factors, and padded bounding boxes (one copy each).
 
 Coarse grids speed up registration, N4 and mask morphology. A coarse voxel is the mean (or
 max) of a ``f0 x f1 x f2`` block of fine voxels and sits at the centre of its block, so the
@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["block_affine", "block_factor", "block_reduce", "block_upsample"]
+__all__ = ["block_affine", "block_factor", "block_reduce", "block_upsample", "padded_box"]
 
 
 def _factors(factor: int | Sequence[int]) -> np.ndarray:
@@ -80,3 +80,24 @@ def block_upsample(arr: np.ndarray, factor: int, shape: Sequence[int]) -> np.nda
     for axis in range(3):
         out = np.repeat(out, factor, axis=axis)
     return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
+
+
+def padded_box(mask: np.ndarray, pad: int | Sequence[int]) -> tuple[slice, ...]:
+    """Bounding box of the true voxels of ``mask``, grown by ``pad`` voxels and clipped.
+
+    Parameters
+    ----------
+    mask
+        Non-empty boolean array.
+    pad
+        Voxels added on both sides, one number or one per axis.
+
+    Returns
+    -------
+    tuple of slice
+        One slice per axis of ``mask``.
+    """
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(axis=0) - np.asarray(pad), 0)
+    hi = np.minimum(idx.max(axis=0) + 1 + np.asarray(pad), mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))

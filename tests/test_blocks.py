@@ -40,3 +40,12 @@ def test_upsample_inverts_padded_reduction_shape():
     back = block_upsample(coarse, 2, m.shape)
     assert back.shape == m.shape and back[4, 4, 4]
     assert back.sum() == 1  # the block of (4, 4, 4) is the single corner voxel once cropped
+
+
+def test_padded_box_grows_and_clips():
+    from isyb_dask.blocks import padded_box
+
+    m = np.zeros((10, 12, 8), bool)
+    m[2, 5:7, 6] = True
+    assert padded_box(m, 1) == (slice(1, 4), slice(4, 8), slice(5, 8))  # clipped at 8
+    assert padded_box(m, [3, 0, 0]) == (slice(0, 6), slice(5, 7), slice(6, 7))

@@ -32,7 +32,7 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-from isyb_dask.blocks import block_reduce
+from isyb_dask.blocks import block_reduce, padded_box
 from isyb_dask.deface.skin import FaceRegionError, signed_distance
 
 __all__ = ["maskface_blur"]
@@ -122,10 +122,8 @@ def maskface_blur(
     border = float(ramp_mm if border_mm is None else border_mm)
     reach = margin_mm + border + smooth_mm
     pad = np.ceil(reach / vox).astype(int)
-    idx = np.argwhere(region)
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + 1 + pad, vol.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = padded_box(region, pad)
+    lo = np.array([b.start for b in box])
     sub = vol[box]
     hbox = np.asarray(head, dtype=bool)[box]
     if not hbox.any():

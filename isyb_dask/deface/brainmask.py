@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from isyb_dask import registration as reg
+from isyb_dask.blocks import padded_box
 
 __all__ = ["grow_brain", "subject_brain_mask"]
 
@@ -29,10 +30,7 @@ def grow_brain(data: np.ndarray, brain: np.ndarray, voxel_mm: np.ndarray, grow_m
     thr = 0.5 * float(np.median(d[brain]))
     vox = np.asarray(voxel_mm, dtype=float)
     pad = np.ceil(grow_mm / vox).astype(int) + 1
-    idx = np.argwhere(brain)
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + 1 + pad, brain.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = padded_box(brain, pad)
     near = ndi.distance_transform_edt(~brain[box], sampling=vox) <= grow_mm
     cand = (near & (d[box] > thr)) | brain[box]
     lab, _ = ndi.label(cand)

@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.interpolate import RegularGridInterpolator
 
+from isyb_dask.blocks import padded_box
 from isyb_dask.deface.skin import FaceRegionError
 
 __all__ = [
@@ -313,10 +314,7 @@ def protect_mask(brain: np.ndarray, voxel_mm: np.ndarray, radius_mm: float = 4.0
     voxel_mm = np.asarray(voxel_mm, dtype=np.float64)
     radius = max(radius_mm, 2.0 * float(voxel_mm.min()))
     pad = np.ceil(radius / voxel_mm).astype(int) + 1
-    idx = np.argwhere(brain)
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + 1 + pad, brain.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = padded_box(brain, pad)
     out = np.zeros(brain.shape, dtype=bool)
     out[box] = ndi.distance_transform_edt(~brain[box], sampling=voxel_mm) <= radius
     return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from isyb_dask.blocks import padded_box
 from isyb_dask.deface.skin import FaceRegionError
 
 __all__ = ["intensity_fit", "reface", "region_weight"]
@@ -36,10 +37,7 @@ def region_weight(
         return w
     vox = np.asarray(voxel_mm, dtype=float)
     pad = np.ceil((margin_mm + ramp_mm) / vox).astype(int) + 1
-    idx = np.argwhere(region)
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + 1 + pad, region.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = padded_box(region, pad)
     dist = ndi.distance_transform_edt(~region[box], sampling=vox)
     x = np.clip(1.0 - (dist - margin_mm) / max(ramp_mm, 1e-6), 0.0, 1.0)
     w[box] = (x * x * (3.0 - 2.0 * x)).astype(np.float32)

@@ -28,6 +28,8 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage as ndi
 
+from isyb_dask.blocks import padded_box
+
 __all__ = [
     "OriginalFace", "face_truth_metrics", "original_face", "score_defaced",
     "subject_truth_metrics", "truth_face_mask_path",
@@ -98,10 +100,7 @@ def _skin_depth_near(head: np.ndarray, face: np.ndarray, vox: np.ndarray) -> np.
     depth = np.full(head.shape, np.inf, dtype=np.float64)
     if not face.any():
         return depth
-    pad = np.ceil(SKIN_MM / vox).astype(int) + 1
-    idx = np.nonzero(face)
-    box = tuple(slice(max(0, int(i.min()) - p), min(n, int(i.max()) + p + 1))
-                for i, p, n in zip(idx, pad, head.shape))
+    box = padded_box(face, np.ceil(SKIN_MM / vox).astype(int) + 1)
     depth[box] = ndi.distance_transform_edt(filled[box], sampling=vox)
     return depth
 

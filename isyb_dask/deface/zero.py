@@ -18,14 +18,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from isyb_dask.blocks import padded_box
+
 __all__ = ["coat_cut", "cover_protected", "zero_face"]
-
-
-def _box(mask: np.ndarray, pad: np.ndarray) -> tuple[slice, ...]:
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + 1 + pad, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
 def zero_face(volume: np.ndarray, keep_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,10 +61,7 @@ def coat_cut(
         return out, coat
     vox = np.asarray(voxel_mm, dtype=np.float64)
     pad = np.ceil(coat_mm / vox).astype(int) + 1
-    idx = np.argwhere(removed)
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + 1 + pad, vol.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = padded_box(removed, pad)
     near = ndi.distance_transform_edt(~removed[box], sampling=vox) <= coat_mm
     coat[box] = near & np.asarray(head, dtype=bool)[box] & ~removed[box]
     if not coat.any():
@@ -127,7 +119,7 @@ def cover_protected(
     if not removed.any() or not protect.any():
         return out, cover
     reach = cover_mm + 3.0 * smooth_mm
-    box = _box(removed, np.ceil(reach / vox).astype(int) + 1)
+    box = padded_box(removed, np.ceil(reach / vox).astype(int) + 1)
     pb = protect[box]
     if not pb.any():
         return out, cover
