@@ -100,6 +100,9 @@ def _probe() -> dict:
 
     info = current_thread_limits()
     info["pools"] = sorted({p["num_threads"] for p in threadpool_info()})
+    from isyb_dask.pipeline.allocator import allocator_settings
+
+    info["allocator"] = allocator_settings()
     return info
 
 
@@ -125,6 +128,8 @@ def test_local_cluster_is_loopback_only_and_pins_threads(tmp_path, capsys):
             assert probe["simpleitk"] == 1
             assert {probe["env"][v] for v in THREAD_ENV_VARS} == {"1"}
             assert probe["pools"] in ([], [1])
+            if sys.platform.startswith("linux"):  # glibc heap for arrays (allocator.py)
+                assert probe["allocator"].get("mmap_threshold") == 32 * 1024 * 1024
         # the MEMORY resource is the worker's memory limit
         res = client.run(lambda dask_worker: dask_worker.state.total_resources)
         assert {r["MEMORY"] for r in res.values()} == {GiB}

@@ -10,7 +10,9 @@ gives every worker a fixed budget:
   :func:`thread_environment`;
 * a :class:`ThreadPinning` worker plugin that, when the worker starts, sets the same
   variables in ``os.environ``, limits already-loaded BLAS/OpenMP pools with ``threadpoolctl``
-  and sets SimpleITK's global default thread count.
+  and sets SimpleITK's global default thread count. The same plugin sets the glibc
+  allocator thresholds of :mod:`isyb_dask.pipeline.allocator` (arrays reuse heap memory
+  instead of a fresh ``mmap`` each).
 
 Nothing here runs at import time.
 """
@@ -158,3 +160,6 @@ class ThreadPinning(WorkerPlugin):
         threads = self.threads_for(int(worker.state.nthreads))
         applied = apply_thread_limits(threads)
         logger.info("isyb: pinned native threads to %d per task (%s)", threads, applied)
+        from isyb_dask.pipeline.allocator import keep_heap_for_arrays
+
+        logger.info("isyb: allocator thresholds %s", keep_heap_for_arrays() or "unchanged")
