@@ -68,7 +68,8 @@ def _nilearn_path(name: str) -> Path:
     return Path(str(files("nilearn") / "datasets" / "data" / name))
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
+    """The cache root: ``$ISYB_CACHE_DIR``, else ``$XDG_CACHE_HOME/isyb-dask`` (``~/.cache``)."""
     env = os.environ.get("ISYB_CACHE_DIR")
     if env:
         return Path(env)
@@ -187,7 +188,7 @@ def get_reference_atlas(cache_dir: str | os.PathLike[str] | None = None) -> Refe
         Concurrent callers are safe: the atlas is built in a private folder and moved into
         place atomically; a loser of the race keeps the winner's copy.
     """
-    root = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache = root / f"atlas-v{ATLAS_VERSION}"
     if not (cache / "atlas.json").exists():
         root.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,15 @@ def padded_box(mask: np.ndarray, pad: int | Sequence[int]) -> tuple[slice, ...]:
     tuple of slice
         One slice per axis of ``mask``.
     """
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - np.asarray(pad), 0)
-    hi = np.minimum(idx.max(axis=0) + 1 + np.asarray(pad), mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    mask = np.asarray(mask, dtype=bool)
+    pads = np.broadcast_to(np.asarray(pad), (mask.ndim,))
+    out = []
+    # the extent along each axis from the mask's projection onto that axis (no index list
+    # of every true voxel: a face region or brain has millions)
+    for ax in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        if hit.size == 0:
+            raise ValueError("padded_box needs a mask with at least one true voxel")
+        out.append(slice(int(max(hit[0] - pads[ax], 0)),
+                         int(min(hit[-1] + 1 + pads[ax], mask.shape[ax]))))
+    return tuple(out)

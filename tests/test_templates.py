@@ -197,3 +197,32 @@ def test_builder_nonlinear_refinement_runs(cohort, ref, tmp_path):
     assert np.corrcoef(a, b)[0, 1] > 0.95
     cohort_ap = np.mean([_ap_extent(p) for p in paths])
     assert abs(_ap_extent(nl.head) - cohort_ap) < 0.35 * abs(_ap_extent(ref.head) - cohort_ap)
+
+
+def test_carryover_is_registered_once_per_cache(ref, tmp_path, monkeypatch):
+    from isyb_dask import registration
+
+    ph = make_head(VOX, seed=7, radii=(75.0, 96.0, 84.0))
+    aff = ph.affine.copy()
+    aff[:3, 3] += [4.0, -6.0, 5.0]
+    head = _save(ph.data, aff, tmp_path / "other.nii.gz")
+    cache = tmp_path / "cache"
+    first = complete_template(Template("other", head, None), ref, tmp_path / "run1",
+                              cache_dir=cache)
+    assert len(list((cache / "templates-v1").iterdir())) == 1
+
+    def no_registration(*args, **kwargs):
+        raise AssertionError("registered again although the cache holds the carry-over")
+
+    monkeypatch.setattr(registration, "register_affine", no_registration)
+    # a second run (new output folder, other template name) copies the cached masks
+    second = complete_template(Template("renamed", head, None), ref, tmp_path / "run2",
+                               cache_dir=cache)
+    assert second.face_mask.parent == tmp_path / "run2" / "templates"
+    for a, b in ((first.face_mask, second.face_mask), (first.brain_mask, second.brain_mask)):
+        assert np.array_equal(np.asarray(nb.load(a).dataobj), np.asarray(nb.load(b).dataobj))
+    assert second.provenance["carryover"] == first.provenance["carryover"]
+    # another seed is another carry-over: not taken from the cache
+    with pytest.raises(AssertionError, match="registered again"):
+        complete_template(Template("other", head, None), ref, tmp_path / "run3",
+                          cache_dir=cache, seed=1)

@@ -31,6 +31,7 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage as ndi
 
+from isyb_dask.atlas import default_cache_dir
 from isyb_dask.anat.warpfield import (
     DenseField,
     ants_from_array,
@@ -211,13 +212,6 @@ def _grid(shape, affine) -> np.ndarray:
     return grid_points(shape, affine).reshape(-1, 3)
 
 
-def _default_cache_dir() -> Path:
-    env = os.environ.get("ISYB_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "isyb-dask"
-
-
 def get_bridge(cache_dir: str | os.PathLike[str] | None = None, *, seed: int = 1) -> Bridge:
     """Return the NLin6Asym <-> 2009aSym bridge, computing and caching it on first use.
 
@@ -229,7 +223,7 @@ def get_bridge(cache_dir: str | os.PathLike[str] | None = None, *, seed: int = 1
     seed
         ANTs seed of the one-off registration.
     """
-    root = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache = root / f"bridge-v{BRIDGE_VERSION}"
     if not (cache / "bridge.json").exists():
         root.mkdir(parents=True, exist_ok=True)

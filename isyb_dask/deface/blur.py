@@ -162,8 +162,11 @@ def maskface_blur(
     w_r = _smoothstep(1.0 - (ndi.map_coordinates(dist_c, pts, order=1, mode="nearest") - margin_mm)
                       / border)
     # distance (mm) of each voxel to the nearest face of the volume
-    edge = np.min([np.minimum(c + lo[i], vol.shape[i] - 1 - c - lo[i]) * vox[i]
-                   for i, c in enumerate(cidx)], axis=0)
+    edge = None
+    for i, c in enumerate(cidx):  # per-axis lookup tables: one gather per axis
+        k = np.arange(sub.shape[i]) + lo[i]
+        table = (np.minimum(k, vol.shape[i] - 1 - k) * vox[i])[c]
+        edge = table if edge is None else np.minimum(edge, table)
     w_r = w_r * _smoothstep(edge / border)
     p_s = ndi.map_coordinates(phi_sc, pts, order=1, mode="nearest") - shift_mm
     # a voxel is in the layer when it lies within depth_mm of the old or of the new skin

@@ -237,12 +237,15 @@ def surface_depth_change(
     voxel_mm: np.ndarray,
     *,
     threshold: float | None = None,
+    before: np.ndarray | None = None,
 ) -> dict[str, float]:
     """How far the facial surface moved along the face normal between two images.
 
     The columns measured are those whose original outermost skin point lies inside
     ``region`` (the face). A column without skin after defacing counts as moved by its
-    original depth (its whole extent was removed).
+    original depth (its whole extent was removed). ``before`` is the original's
+    :func:`skin_depth_map` at ``threshold`` along ``normal`` when already computed (one per
+    subject and normal, shared by the templates).
 
     Returns
     -------
@@ -252,7 +255,8 @@ def surface_depth_change(
     """
     axis, sign = normal
     thr = skin_threshold(original) if threshold is None else float(threshold)
-    before = skin_depth_map(original, thr, normal, voxel_mm)
+    if before is None:
+        before = skin_depth_map(original, thr, normal, voxel_mm)
     after = skin_depth_map(changed, thr, normal, voxel_mm)
     vox = np.asarray(voxel_mm, dtype=float)
     reg = np.moveaxis(np.asarray(region, dtype=bool), axis, -1)

@@ -32,6 +32,7 @@ from isyb_dask.deface.skin import (
     FaceRegionError,
     extend_face_region,
     head_mask_full,
+    skin_depth_map,
     skin_threshold,
     surface_depth_change,
 )
@@ -280,6 +281,8 @@ def run_deface(
     except (RegistrationError, InputError) as exc:
         brain_c, brain_note = None, f"no subject brain mask ({exc})"
     heads: dict[tuple[int, int], np.ndarray] = {}
+    skin_before: dict[tuple[int, int], np.ndarray] = {}
+    skin_thr: float | None = None
     vox_c = voxel_sizes_affine(canon.affine)
     for t in templates:
         t0 = time.perf_counter()
@@ -304,8 +307,12 @@ def run_deface(
             continue
         res = out["registration"]
         row.update(registration_metric=res.metric, transform_plausible=True, checks=res.checks)
+        if out["normal"] not in skin_before:  # the original's skin: once per face normal
+            skin_thr = skin_thr if skin_thr is not None else skin_threshold(data_c)
+            skin_before[out["normal"]] = skin_depth_map(data_c, skin_thr, out["normal"], vox_c)
         row["surface_depth_change_mm"] = surface_depth_change(
-            data_c, out["defaced"], out["region"], out["normal"], vox_c)["median_mm"]
+            data_c, out["defaced"], out["region"], out["normal"], vox_c, threshold=skin_thr,
+            before=skin_before[out["normal"]])["median_mm"]
         protect = reg.from_canonical(out["protect"], img.affine)
         changed = reg.from_canonical(out["changed"], img.affine)
         d = _cast_like(reg.from_canonical(out["defaced"], img.affine), dtype)

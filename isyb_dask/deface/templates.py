@@ -21,9 +21,12 @@ written into ``work_dir/templates/`` and the provenance says so.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,15 +211,28 @@ def read_template_config(path: str | os.PathLike[str]) -> list[Template]:
     return out
 
 
+def _carryover_key(t: Template, reference: Template, seed: int) -> str:
+    """Cache key of a carry-over: the template head, the reference's files and the seed."""
+    digest = hashlib.sha256()
+    for p in (t.head, reference.head, reference.face_mask, reference.brain_mask):
+        digest.update((file_sha256(p) if p is not None else "-").encode())
+    digest.update(str(int(seed)).encode())
+    return digest.hexdigest()[:24]
+
+
 def complete_template(
     t: Template, reference: Template, work_dir: str | os.PathLike[str], *, seed: int = 20220531,
-    threads: int = 1,
+    threads: int = 1, cache_dir: str | os.PathLike[str] | None = None,
 ) -> Template:
     """Carry missing face/brain masks over from ``reference`` by affine registration.
 
     The reference head is registered to the template head (12 parameters, Mattes MI) and
     its masks are resampled (linear, threshold 0.5) onto the template grid. Results are
-    cached in ``work_dir/templates`` keyed by the head's SHA-256.
+    written to ``work_dir/templates`` keyed by the head's SHA-256 (reused when present).
+    With ``cache_dir``, the result is also kept in ``cache_dir/templates-v1/<key>`` (key:
+    SHA-256 of the template head, the reference's head and masks, and the seed) and later
+    runs copy it from there instead of registering again: a template's carry-over is a
+    property of its files, not of a run.
     """
     if t.face_mask is not None and t.brain_mask is not None:
         return t
@@ -231,6 +247,16 @@ def complete_template(
     brain_out = out_dir / f"{t.name}_{sha}_desc-brain_mask.nii.gz"
     info_out = out_dir / f"{t.name}_{sha}_carryover.json"
     need = {"face_mask": t.face_mask is None, "brain_mask": t.brain_mask is None}
+    cached = None
+    if cache_dir is not None:
+        cached = Path(cache_dir) / "templates-v1" / _carryover_key(t, reference, seed)
+        if not info_out.exists() and (cached / "carryover.json").exists():
+            for name, dst in (("face_mask.nii.gz", face_out), ("brain_mask.nii.gz", brain_out),
+                              ("carryover.json", info_out)):
+                if (cached / name).exists():
+                    tmp = dst.with_name(f".tmp-{os.getpid()}-{dst.name}")
+                    shutil.copyfile(cached / name, tmp)
+                    os.replace(tmp, dst)
     if not info_out.exists():
         head_img = load_image(t.head, ndim=3)
         fixed = reg.to_sitk(head_img)
@@ -268,6 +294,9 @@ def complete_template(
         tmp = info_out.with_name(f".tmp-{os.getpid()}-{info_out.name}")
         tmp.write_text(json.dumps(info, indent=2))
         os.replace(tmp, info_out)
+        if cached is not None:
+            _store_carryover(cached, {"face_mask.nii.gz": face_out,
+                                      "brain_mask.nii.gz": brain_out, "carryover.json": info_out})
     info = json.loads(info_out.read_text())
     prov = dict(t.provenance)
     for key, carried in need.items():
@@ -283,6 +312,24 @@ def complete_template(
     )
 
 
+def _store_carryover(entry: Path, files: dict[str, Path]) -> None:
+    """Copy a carry-over into the cache as one directory (atomic rename; first writer wins)."""
+    if entry.exists():
+        return
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+        for name, src in files.items():
+            if src.exists():
+                shutil.copyfile(src, tmp / name)
+        try:
+            os.rename(tmp, entry)
+        except OSError:  # another run stored it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:  # a read-only cache only costs the registration next time
+        return
+
+
 def resolve_templates(
     specs: list[str] | tuple[str, ...],
     config_file: str | os.PathLike[str] | None,
@@ -292,11 +339,13 @@ def resolve_templates(
     include_builtin: bool = True,
     seed: int = 20220531,
     threads: int = 1,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> list[Template]:
     """All templates of a run: the built-in one, then ``--template`` specs, then the YAML file.
 
     Every template is validated and completed (missing masks carried over from the built-in
-    template).
+    template; with ``cache_dir`` a carry-over is computed once per cache, see
+    :func:`complete_template`).
 
     Raises
     ------
@@ -324,7 +373,9 @@ def resolve_templates(
             if p is not None and not Path(p).exists():
                 raise InputError(f"template {t.name}: {p} does not exist")
         validate_template(t)
-        t = complete_template(t, builtin, work_dir, seed=seed, threads=threads)
-        validate_template(t)
-        done.append(t)
+        completed = complete_template(t, builtin, work_dir, seed=seed, threads=threads,
+                                      cache_dir=cache_dir)
+        if completed is not t:  # carried-over masks: check them like given ones
+            validate_template(completed)
+        done.append(completed)
     return done

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from isyb_dask.io.derivatives import derivative_path, write_sidecar
-from isyb_dask.io.nifti import save_like
+from isyb_dask.io.nifti import save_like, write_nifti
 from isyb_dask.metrics.config import MetricsConfig
 from isyb_dask.metrics.spaces import jacobian_determinant, mni_grid
 
@@ -185,7 +185,7 @@ class VolumeWriter:
                 out = out * self.jacobian()
             mpath = derivative_path(self.out_dir, self.subject, datatype, suffix,
                                     space=self.space, **ents)
-            nb.save(nb.Nifti1Image(out.astype(dtype), self.grid[1]), str(mpath))
+            write_nifti(nb.Nifti1Image(out.astype(dtype), self.grid[1]), mpath)
             extra = {"SpatialReference": self.reference}
             if modulate:
                 extra["Modulation"] = ("local Jacobian determinant of the standard -> T1w map"

@@ -164,7 +164,12 @@ def run_participant_level(
         from isyb_dask.anat.bridge import get_bridge
 
         get_bridge(cfg.cache_dir)
-    templates = tuple(resolve_templates(list(cfg.templates), cfg.template_config, out_dir))
+    from isyb_dask.atlas import default_cache_dir
+
+    # carried-over template masks are kept in the cache too: registered once per cache
+    templates = tuple(resolve_templates(
+        list(cfg.templates), cfg.template_config, out_dir, atlas=atlas,
+        cache_dir=cfg.cache_dir if cfg.cache_dir is not None else default_cache_dir()))
     template_names = [t.name for t in templates]
     prog.message("templates: " + ", ".join(template_names))
     digest = cfg.digest() + "-" + "-".join(sorted(template_names))
