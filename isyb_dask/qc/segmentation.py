@@ -20,8 +20,9 @@ from functools import lru_cache
 
 import nibabel as nb
 import numpy as np
+import SimpleITK as sitk
 
-from isyb_dask.blocks import block_affine, block_factor, block_reduce
+from isyb_dask.blocks import block_affine, block_factor, block_reduce, padded_box
 from isyb_dask.registration import (
     AffineRegistration,
     matrix_ras,
@@ -172,19 +173,62 @@ def warp_atlas(
     WarpedAtlas
     """
     ref = to_sitk(image)
+    sources = [(np.asarray(src.dataobj, dtype=np.float32), np.asarray(src.affine, float))
+               for src in (brain_mask, *priors)]  # each map read once
+    # the maps are 0 outside their support: resample only the subject voxels it reaches
+    box = _support_box(image, matrix_ras(reg.transform), sources)
+    sub_ref = sitk.RegionOfInterest(ref, [b.stop - b.start for b in box],
+                                    [b.start for b in box])
 
-    def _warp(src: nb.Nifti1Image) -> np.ndarray:
-        out = resample_to(to_sitk(src), ref, reg.transform, "linear", threads=threads)
-        return np.ascontiguousarray(sitk_to_array(out))
+    def _warp(src: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        out = np.zeros(image.shape[:3], dtype=np.float32)
+        if all(b.stop > b.start for b in box):
+            warped = resample_to(to_sitk(*src), sub_ref, reg.transform, "linear", threads=threads)
+            out[box] = sitk_to_array(warped)
+        return out
 
-    brain = _warp(brain_mask) >= 0.5
-    stack = np.stack([np.clip(_warp(p), 0.0, 1.0) for p in priors]).astype(np.float32)
+    brain = _warp(sources[0]) >= 0.5
+    stack = np.stack([np.clip(_warp(p), 0.0, 1.0) for p in sources[1:]]).astype(np.float32)
     total = stack.sum(axis=0)
     over = total > 1.0
     stack[:, over] /= total[over]
     return WarpedAtlas(
         brain=brain, priors=stack, image_to_atlas=matrix_ras(reg.transform), registration=reg
     )
+
+
+def _support_box(
+    image: nb.Nifti1Image, subject_to_atlas: np.ndarray,
+    sources: list[tuple[np.ndarray, np.ndarray]], pad: int = 2,
+) -> tuple[slice, slice, slice]:
+    """Subject voxels whose linear interpolation can reach a non-zero atlas voxel.
+
+    ``sources`` are ``(array, affine)`` pairs of the atlas maps. The bounding box of the sources' non-zero voxels, grown by one voxel (the reach of
+    linear interpolation), is carried into the subject grid through the inverse of
+    ``subject_to_atlas`` (4x4, RAS mm) and grown by ``pad`` voxels. Every subject voxel
+    outside it resamples to exactly 0.
+    """
+    to_subject = np.linalg.inv(np.asarray(image.affine, float)) @ np.linalg.inv(subject_to_atlas)
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for data, affine in sources:
+        nz = data != 0
+        if not nz.any():
+            continue
+        box = padded_box(nz, 1)
+        a = np.array([b.start for b in box], dtype=float)
+        b = np.array([b.stop for b in box], dtype=float)  # one voxel beyond the grown box
+        corners = np.array(list(itertools.product(*zip(a, b))))
+        pts = corners @ affine[:3, :3].T + affine[:3, 3]
+        ijk = pts @ to_subject[:3, :3].T + to_subject[:3, 3]
+        lo = np.minimum(lo, ijk.min(axis=0))
+        hi = np.maximum(hi, ijk.max(axis=0))
+    shape = image.shape[:3]
+    if not np.all(np.isfinite(lo)):
+        return (slice(0, 0),) * 3
+    start = np.clip(np.floor(lo).astype(int) - pad, 0, shape)
+    stop = np.clip(np.ceil(hi).astype(int) + pad + 1, 0, shape)
+    return tuple(slice(int(a), int(max(a, b))) for a, b in zip(start, stop))
 
 
 def _gauss(y: np.ndarray, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
