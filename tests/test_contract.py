@@ -47,7 +47,7 @@ def _extra_template(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def audited_run(tmp_path_factory):
     import isyb_dask.io.nifti as nifti
-    import isyb_dask.qc.segmentation as segmentation
+    import isyb_dask.anat.segmentation as segmentation
     import isyb_dask.registration as registration
     from isyb_dask.atlas import get_reference_atlas
     from isyb_dask.config import RunConfig

@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from isyb_dask.qc import air_masks as bg
-from isyb_dask.qc import anat_masks as am
-from isyb_dask.qc.segmentation import segment_tissues
+from isyb_dask.anat import masks as am
+from isyb_dask.anat.segmentation import segment_tissues
 
 
 def _head(shape=(48, 56, 48), seed=0):

@@ -139,7 +139,7 @@ def test_exclude_mask_on_another_grid_is_resampled():
 def test_real_t1w_iqms_recomputed_from_derivatives(qc_run):
     """Anyone can recompute every IQM from the input T1w and the written derivatives."""
     from isyb_dask.qc.anat_iqms import anat_iqms, harmonize
-    from isyb_dask.qc.common import rotation_mask
+    from isyb_dask.anat.masks import rotation_mask
 
     iqms, out, shared, _ = qc_run
     anat = out / "deriv" / "sub-01" / "anat"

@@ -207,17 +207,19 @@ def test_fwhm_invalid_axis_is_zero():
 
 
 def test_rotation_mask_corners():
+    from isyb_dask.anat.masks import rotation_mask
+
     data = np.ones((30, 30, 30), np.float32)
     data[:6, :6, :] = 0  # zero padding in two corners (two components)
     data[-6:, -6:, :] = 0
     data[15, 15, 15] = 0  # isolated zero: removed by the opening
-    rot = common.rotation_mask(data)
+    rot = rotation_mask(data)
     assert rot[:6, :6].all() and rot[-6:, -6:].all()
     assert rot[15, 15, 15] == 0
     assert rot.sum() == 2 * 36 * 30
     small = np.ones((30, 30, 30), np.float32)
     small[:3, :3, :3] = 0
-    assert common.rotation_mask(small).sum() == 0
+    assert rotation_mask(small).sum() == 0
 
 
 def test_snr_dietrich_and_volume_fractions():

@@ -6,7 +6,7 @@ import nibabel as nb
 import numpy as np
 import SimpleITK as sitk
 
-from isyb_dask.qc.segmentation import warp_atlas
+from isyb_dask.anat.segmentation import warp_atlas
 from isyb_dask.registration import AffineRegistration, resample_to, sitk_to_array, to_sitk
 
 

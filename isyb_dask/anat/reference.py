@@ -12,12 +12,12 @@ everything the T1w-side stages share (issue 11):
    reuses it for the built-in template, the QC and the metrics use it for the atlas brain
    mask, tissue priors and the T1w -> MNI chain;
 3. the atlas brain mask and CSF/GM/WM priors carried onto the T1w
-   (:func:`isyb_dask.qc.segmentation.warp_atlas`);
-4. N4 bias correction fitted in that brain mask (:func:`isyb_dask.qc.anat_masks.n4_correct`);
+   (:func:`isyb_dask.anat.segmentation.warp_atlas`);
+4. N4 bias correction fitted in that brain mask (:func:`isyb_dask.anat.masks.n4_correct`);
 5. the three-class EM segmentation with the priors
-   (:func:`isyb_dask.qc.segmentation.segment_tissues`): the one segmentation used by the
+   (:func:`isyb_dask.anat.segmentation.segment_tissues`): the one segmentation used by the
    anatomical QC, the GMV metric and the BOLD nuisance model (WM/CSF signals);
-6. the head mask (MRIQC gradient recipe, :func:`isyb_dask.qc.anat_masks.head_mask`) and the
+6. the head mask (MRIQC gradient recipe, :func:`isyb_dask.anat.masks.head_mask`) and the
    rotation (zero-padding) mask used by FBER and EFC.
 
 Everything is on the canonical grid of the T1w; :func:`isyb_dask.registration.from_canonical`
@@ -201,9 +201,9 @@ def build_anatomy(
     RegistrationError
         When no plausible template registration is found.
     """
-    from isyb_dask.qc import anat_masks as am
-    from isyb_dask.qc.common import rotation_mask
-    from isyb_dask.qc.segmentation import TISSUES, segment_tissues, warp_atlas
+    from isyb_dask.anat import masks as am
+    from isyb_dask.anat.masks import rotation_mask
+    from isyb_dask.anat.segmentation import TISSUES, segment_tissues, warp_atlas
 
     qc, seed = _settings(cfg)
     t1w = Path(t1w)

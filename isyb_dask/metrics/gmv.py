@@ -3,7 +3,7 @@
 Variant (VBM-style modulation with an affine normalisation):
 
 1. GM probability of the T1w: the three-class segmentation of the anatomical QC
-   (:func:`isyb_dask.qc.segmentation.segment_tissues`, Gaussian mixture with atlas priors,
+   (:func:`isyb_dask.anat.segmentation.segment_tissues`, Gaussian mixture with atlas priors,
    after N4 correction). If it cannot be computed the warped atlas GM prior is used instead
    and the fallback is recorded: ``info["source"]`` starts with ``"fallback:"``, and the
    metrics stage puts it in the store (``surface/provenance``), where the group step leaves
@@ -68,8 +68,8 @@ def gm_probability(
         when the segmentation ran, ``info["posteriors"]`` holds the ``(3, X, Y, Z)`` CSF, GM,
         WM posteriors.
     """
-    from isyb_dask.qc.anat_masks import n4_correct
-    from isyb_dask.qc.segmentation import segment_tissues
+    from isyb_dask.anat.masks import n4_correct
+    from isyb_dask.anat.segmentation import segment_tissues
 
     try:
         positive = np.clip(np.nan_to_num(np.asarray(t1w, dtype=np.float32)), 0, None)

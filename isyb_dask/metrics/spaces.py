@@ -4,7 +4,7 @@ Choices
 -------
 * **T1w -> MNI** goes through the reference *head* template: the atlas head (pydeface
   ``mean_reg2mean``, with face and skull) is registered to the subject's whole-head T1w
-  (12-dof affine, :func:`isyb_dask.qc.segmentation.register_atlas`, which wraps
+  (12-dof affine, :func:`isyb_dask.anat.segmentation.register_atlas`, which wraps
   :func:`isyb_dask.registration.register_affine`), then the atlas's fixed ``head_to_mni``
   affine is applied: ``A_t1w->mni = H2M @ M`` with ``M`` mapping T1w mm to head mm. A
   head-to-head registration needs no skull stripping of the subject (a direct T1w-brain ->
@@ -136,7 +136,7 @@ def t1w_to_mni(t1w: nb.Nifti1Image, atlas, *, seed: int, threads: int = 1) -> Sp
     RegistrationError
         If the registration fails or the transform is implausible.
     """
-    from isyb_dask.qc.segmentation import register_atlas, warp_atlas
+    from isyb_dask.anat.segmentation import register_atlas, warp_atlas
 
     can = t1w
     head = nb.load(str(atlas.head))

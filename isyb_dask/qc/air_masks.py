@@ -1,7 +1,7 @@
 """QC background masks (hat, artifact, air) and the WM intensity harmonization (METHODS §5.1).
 
 Pure functions on arrays (RAS-conformed voxel grids), built from the anatomy's head mask
-(:func:`isyb_dask.qc.anat_masks.head_mask`); the stage (:mod:`isyb_dask.qc.anat_stage`)
+(:func:`isyb_dask.anat.masks.head_mask`); the stage (:mod:`isyb_dask.qc.anat_stage`)
 chains them.
 
 Variants (and where they differ from MRIQC >= 23.1):

@@ -38,7 +38,7 @@ from isyb_dask.io.nifti import load_image, save_like
 from isyb_dask.io.outputs import ANAT_OUTPUTS, anat_path
 from isyb_dask.qc import air_masks as bg
 from isyb_dask.qc.anat_iqms import anat_iqms, harmonize
-from isyb_dask.qc.common import rotation_mask
+from isyb_dask.anat.masks import rotation_mask
 from isyb_dask.qc.config import QCConfig
 from isyb_dask.registration import (
     from_canonical,

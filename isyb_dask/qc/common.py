@@ -27,9 +27,7 @@ __all__ = [
     "cnr",
     "efc",
     "fber",
-    "largest_components",
     "maybe_round",
-    "rotation_mask",
     "snr",
     "snr_dietrich",
     "volume_fractions",
@@ -223,61 +221,3 @@ def efc(
     b_max = math.sqrt(float(np.dot(x, x)))
     entropy = float(np.sum((x / b_max) * np.log((x + 1e-16) / b_max)))
     return maybe_round(entropy / efc_max, decimals)
-
-
-def largest_components(
-    mask: np.ndarray, keep: int = 1, structure: np.ndarray | None = None
-) -> np.ndarray:
-    """Keep the ``keep`` largest connected components of a binary mask.
-
-    Parameters
-    ----------
-    mask
-        Binary mask.
-    keep
-        Number of components to keep.
-    structure
-        Connectivity structure for :func:`scipy.ndimage.label` (default: 6-connectivity).
-
-    Returns
-    -------
-    numpy.ndarray
-        Boolean mask with only the largest components.
-    """
-    mask = np.asarray(mask) > 0
-    labels, nlab = ndi.label(mask, structure=structure)
-    if nlab <= keep:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    order = np.argsort(sizes, kind="stable")[::-1][:keep]
-    return np.isin(labels, order[sizes[order] > 0])
-
-
-def rotation_mask(data: np.ndarray, min_voxels: int = 500) -> np.ndarray:
-    """Zero-padding ("rotation") mask as MRIQC ``RotationMask``.
-
-    Voxels <= 0, padded by one voxel of ones, opened with a 3-D connectivity-2 structure,
-    the two largest components kept, un-padded; dropped (all zeros) when < ``min_voxels``.
-
-    Parameters
-    ----------
-    data
-        Image intensities.
-    min_voxels
-        Masks smaller than this are discarded.
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 mask, 1 = padding voxel.
-    """
-    mask = np.asarray(data) <= 0
-    mask = np.pad(mask, 1, mode="constant", constant_values=True)
-    struct = ndi.generate_binary_structure(3, 2)
-    mask = ndi.binary_opening(mask, structure=struct)
-    mask = largest_components(mask, keep=2)
-    mask = mask[1:-1, 1:-1, 1:-1]
-    if int(mask.sum()) < min_voxels:
-        return np.zeros(mask.shape, dtype=np.uint8)
-    return mask.astype(np.uint8)

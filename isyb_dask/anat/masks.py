@@ -1,4 +1,4 @@
-"""Masks shared by the anatomy and QC: INU correction and the head mask (METHODS §5.1).
+"""Masks shared by the anatomy and QC: INU correction, head and rotation masks (METHODS §5.1).
 
 Pure functions on arrays (RAS-conformed voxel grids), used by the subject's anatomical
 reference (:mod:`isyb_dask.anat.reference`); the QC background masks built from the head
@@ -28,9 +28,8 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from isyb_dask.blocks import block_factor, block_reduce, block_upsample
-from isyb_dask.qc.common import largest_components
 
-__all__ = ["enhance", "head_mask", "n4_correct"]
+__all__ = ["enhance", "head_mask", "largest_components", "n4_correct", "rotation_mask"]
 
 
 def n4_correct(
@@ -214,3 +213,61 @@ def head_mask(
     if int(mask.sum()) < 100:
         raise ValueError("head mask has fewer than 100 voxels")
     return mask
+
+
+def largest_components(
+    mask: np.ndarray, keep: int = 1, structure: np.ndarray | None = None
+) -> np.ndarray:
+    """Keep the ``keep`` largest connected components of a binary mask.
+
+    Parameters
+    ----------
+    mask
+        Binary mask.
+    keep
+        Number of components to keep.
+    structure
+        Connectivity structure for :func:`scipy.ndimage.label` (default: 6-connectivity).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask with only the largest components.
+    """
+    mask = np.asarray(mask) > 0
+    labels, nlab = ndi.label(mask, structure=structure)
+    if nlab <= keep:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    order = np.argsort(sizes, kind="stable")[::-1][:keep]
+    return np.isin(labels, order[sizes[order] > 0])
+
+
+def rotation_mask(data: np.ndarray, min_voxels: int = 500) -> np.ndarray:
+    """Zero-padding ("rotation") mask as MRIQC ``RotationMask``.
+
+    Voxels <= 0, padded by one voxel of ones, opened with a 3-D connectivity-2 structure,
+    the two largest components kept, un-padded; dropped (all zeros) when < ``min_voxels``.
+
+    Parameters
+    ----------
+    data
+        Image intensities.
+    min_voxels
+        Masks smaller than this are discarded.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 mask, 1 = padding voxel.
+    """
+    mask = np.asarray(data) <= 0
+    mask = np.pad(mask, 1, mode="constant", constant_values=True)
+    struct = ndi.generate_binary_structure(3, 2)
+    mask = ndi.binary_opening(mask, structure=struct)
+    mask = largest_components(mask, keep=2)
+    mask = mask[1:-1, 1:-1, 1:-1]
+    if int(mask.sum()) < min_voxels:
+        return np.zeros(mask.shape, dtype=np.uint8)
+    return mask.astype(np.uint8)
