@@ -103,6 +103,37 @@ def _masking_only(subj: Path, tmpl: Template, repeats: int) -> None:
     print(f"ratio new maskface / old normfilter (CPU): {times['maskface'] / t_old:.2f}")
 
 
+def _with_anatomy(subj: Path, tmpl: Template, cfg: DefaceConfig, tmp: Path, repeats: int) -> None:
+    """The stage as ``isyb run`` calls it: after the subject's anatomical reference.
+
+    The anatomy (built once, not timed) supplies the subject brain mask and, for the built-in
+    template, the registration; what remains per subject-template is the masking, NMI,
+    writing, the renders and the face audit (``audit_seconds``: renders + dlib, with this
+    template's share of the original's render).
+    """
+    from isyb_dask.anat.reference import build_anatomy
+    from isyb_dask.atlas import get_reference_atlas
+    from isyb_dask.config import RunConfig
+
+    atlas = get_reference_atlas()
+    anatomy = build_anatomy(subj, "sub-anat", atlas, RunConfig(), threads=1)
+    run_deface(subj, "sub-anat", [tmpl], cfg, tmp / "out-anat", atlas, anatomy=anatomy)
+    best = None
+    for i in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = run_deface(subj, "sub-anat", [tmpl], cfg, tmp / f"out-anat{i}", atlas,
+                         anatomy=anatomy)
+        cur = (time.perf_counter() - t0, time.process_time() - c0, out["templates"][tmpl.name])
+        best = cur if best is None or cur[1] < best[1] else best
+    wall, cpu, row = best
+    audit = float(row.get("audit_seconds", float("nan")))
+    print(f"deface stage ({cfg.method}) with the anatomical reference, per subject-template: "
+          f"{wall:.2f} s wall, {cpu:.2f} s CPU (target <= 10 s), of which audit {audit:.2f} s "
+          f"(target <= 5 s); face_detected={row.get('face_detected')} "
+          f"depth_change={row.get('surface_depth_change_mm', float('nan')):.1f} mm "
+          f"brain_changed={row['brain_voxels_changed']}")
+
+
 def main() -> None:
     """Run the benchmark and print a small table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -130,6 +161,7 @@ def main() -> None:
         print(f"deface stage ({args.method}), per subject-template: {min(stage_s):.2f} s wall, "
               f"{min(stage_cpu):.2f} s CPU (target <= 10 s); nmi={row['nmi']:.4f} "
               f"brain_changed={row['brain_voxels_changed']}")
+        _with_anatomy(subj, tmpl, cfg, tmp, args.repeats)
         fixed = reg.to_sitk(reg.to_canonical(nb.load(subj)))
         moving = reg.to_sitk(reg.to_canonical(nb.load(tmpl.head)))
         t0, c0 = time.perf_counter(), time.process_time()
