@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from isyb_dask.blocks import block_affine, block_reduce
+from isyb_dask.io.outputs import transform_paths
 from isyb_dask.anat.bridge import NLIN6_GRID, get_bridge, sample_volume, template_maps
 from isyb_dask.anat.warpfield import (
     DenseField,
@@ -233,16 +234,6 @@ def normalize_to_standard(
     }
     shape, aff = NLIN6_GRID
     return StandardNormalization(SPACE, to_t1w, to_standard, (shape, aff.copy()), info)
-
-
-def transform_paths(
-    out_dir: str | os.PathLike[str], subject: str, space: str
-) -> tuple[Path, Path]:
-    """``(T1w -> space, space -> T1w)`` image-mode transform paths of a subject."""
-    sub = subject if subject.startswith("sub-") else f"sub-{subject}"
-    folder = Path(out_dir) / sub / "anat"
-    return (folder / f"{sub}_from-T1w_to-{space}_mode-image_xfm.h5",
-            folder / f"{sub}_from-{space}_to-T1w_mode-image_xfm.h5")
 
 
 def write_transforms(

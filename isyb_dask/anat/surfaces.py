@@ -259,7 +259,8 @@ def write_surfaces(
 
     Returns the written paths (surfaces and sidecars).
     """
-    from isyb_dask.io.derivatives import derivative_path, write_sidecar
+    from isyb_dask.io.derivatives import write_sidecar
+    from isyb_dask.io.outputs import surface_path
 
     written: list[Path] = []
     for hemi in ("L", "R"):
@@ -281,8 +282,7 @@ def write_surfaces(
                                           datatype="NIFTI_TYPE_INT32")
             img = nb.gifti.GiftiImage(darrays=[pts, tri], meta=nb.gifti.GiftiMetaData(
                 {"AnatomicalStructurePrimary": _GIFTI_PRIMARY[hemi]}))
-            path = derivative_path(out_dir, subject, "anat", kind, hemi=hemi, space="T1w",
-                                   den="32k", extension=".surf.gii")
+            path = surface_path(out_dir, subject, hemi, kind)
             tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
             nb.save(img, str(tmp))
             os.replace(tmp, path)

@@ -35,6 +35,7 @@ import numpy as np
 from isyb_dask.deface.render import VIEW_YAWS, render_geometry, render_views
 from isyb_dask.errors import IsybError
 from isyb_dask.io.derivatives import write_sidecar
+from isyb_dask.io.outputs import embeddings_path, render_path
 
 __all__ = [
     "AuditUnavailableError",
@@ -200,12 +201,6 @@ def write_render_png(
     return path
 
 
-def embeddings_path(out_dir: str | os.PathLike[str], subject: str) -> Path:
-    """``OUT/sub-X/audit/sub-X_desc-face_embeddings.npz`` (biometric: file mode 0600)."""
-    sub = subject if subject.startswith("sub-") else f"sub-{subject}"
-    return Path(out_dir) / sub / "audit" / f"{sub}_desc-face_embeddings.npz"
-
-
 def _save_embeddings(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -270,7 +265,7 @@ def audit_defaced(
     emb = {"original": np.stack([f.embedding for f in orig_faces])}
     fig_dir = Path(out_dir) / sub / "figures" if out_dir is not None else None
     if keep_original and fig_dir is not None:
-        write_render_png(orig_views, fig_dir / f"{sub}_desc-original_render.png", mode=0o600)
+        write_render_png(orig_views, render_path(out_dir, sub, None), mode=0o600)
     results: dict[str, dict[str, Any]] = {}
     for name, arr in defaced.items():
         t1 = time.perf_counter()
@@ -282,7 +277,7 @@ def audit_defaced(
         row.update(reid_distance=head_distance(e, emb["original"]),
                    original_face_score=orig["face_score"], render=None)
         if fig_dir is not None:
-            png = fig_dir / f"{sub}_desc-defaced{name}_render.png"
+            png = render_path(out_dir, sub, name)
             row["render"] = str(write_render_png(views, png))
             write_sidecar(png, {
                 "Description": f"3-D skin-surface renders of the T1w defaced with template "

@@ -47,6 +47,7 @@ from isyb_dask.deface.zero import coat_cut, cover_protected, zero_face
 from isyb_dask.errors import InputError, RegistrationError
 from isyb_dask.io.derivatives import derivative_path, write_sidecar
 from isyb_dask.io.nifti import load_image, save_like
+from isyb_dask.io.outputs import deface_path
 
 __all__ = ["deface_array", "face_normal", "run_deface", "template_registration"]
 
@@ -251,7 +252,6 @@ def run_deface(
     """
     t1w = Path(t1w)
     img = anatomy.image if anatomy is not None else load_image(t1w, ndim=3)
-    shared_head = None if anatomy is None or atlas is None else Path(atlas.head).resolve()
     raw = np.asarray(img.dataobj)
     dtype = img.get_data_dtype()
     slope, inter = img.header.get_slope_inter()
@@ -340,17 +340,17 @@ def run_deface(
         if out["info"]:
             meta["RefaceIntensityFit"] = out["info"]
         sources = [t1w, t.head] + [p for p in (t.face_mask, t.brain_mask) if p is not None]
-        path = derivative_path(out_dir, subject, "anat", "T1w", desc=f"defaced{t.name}")
+        path = deface_path(out_dir, subject, "defaced", t.name)
         save_like(d, img, path, dtype=dtype)
         write_sidecar(path, meta, sources=sources, settings=settings)
-        mpath = derivative_path(out_dir, subject, "anat", "mask", desc=f"face{t.name}")
+        mpath = deface_path(out_dir, subject, "face", t.name)
         save_like(changed.astype(np.uint8), img, mpath, dtype=np.uint8)
         write_sidecar(mpath, {"Description": f"voxels the {cfg.method} method replaced with "
                               f"template {t.name} (1 = face region)", "Template": t.name},
                       settings=settings)
         face_masks[t.name] = mpath
         if cfg.keep_removed_face:
-            rpath = derivative_path(out_dir, subject, "anat", "T1w", desc=f"removedface{t.name}")
+            rpath = deface_path(out_dir, subject, "removedface", t.name)
             save_like((original - d.astype(np.float64)).astype(np.float32), img, rpath,
                       dtype=np.float32, mode=0o600)
         row["seconds"] = time.perf_counter() - t0

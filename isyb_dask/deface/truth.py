@@ -281,7 +281,7 @@ def add_truth_metrics(rows: dict[str, dict], t1w: str | Path, subject: str,
     (``<bids>/derivatives/synth-truth/sub-X/anat/``) and scores every template whose
     defaced T1w was written. Returns True when the truth was found.
     """
-    from isyb_dask.io.derivatives import derivative_path
+    from isyb_dask.io.outputs import deface_path
 
     t1w = Path(t1w)
     sub = subject if subject.startswith("sub-") else f"sub-{subject}"
@@ -291,7 +291,7 @@ def add_truth_metrics(rows: dict[str, dict], t1w: str | Path, subject: str,
         return False
     defaced = {}
     for name, row in rows.items():
-        path = derivative_path(out_dir, subject, "anat", "T1w", desc=f"defaced{name}")
+        path = deface_path(out_dir, subject, "defaced", name, mkdir=False)
         if row.get("error") is None and Path(path).exists():
             defaced[name] = path
     for name, vals in subject_truth_metrics(t1w, defaced, mask,

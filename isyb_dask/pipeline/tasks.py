@@ -27,7 +27,6 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +36,13 @@ import numpy as np
 from isyb_dask import __version__
 from isyb_dask.config import RunConfig
 from isyb_dask.errors import IsybError, RegistrationError
-from isyb_dask.io import store as results_store
 from isyb_dask.io.bids import SubjectInputs, missing_metadata
 from isyb_dask.io.derivatives import write_json
 from isyb_dask.io.jsonable import jsonable
 from isyb_dask.io.nifti import file_sha256
 from isyb_dask.io.validate import repair_provenance, validate_subject
 from isyb_dask.outcome import DATA_ERRORS, subject_outcome
+from isyb_dask.pipeline.store_writes import store_result, surface_values_path
 
 __all__ = ["SubjectJob", "process_subject", "result_path", "load_result", "is_complete", "store_result"]
 
@@ -66,11 +65,6 @@ class SubjectJob:
 def result_path(out_dir: Path, subject: str) -> Path:
     """Path of a subject's result artefact."""
     return Path(out_dir) / subject / f"{subject}_desc-isyb_results.json"
-
-
-def surface_values_path(out_dir: Path, subject: str) -> Path:
-    """Path of a subject's surface values (metric x vertex, float32 ``.npy``)."""
-    return Path(out_dir) / subject / f"{subject}_desc-surface_values.npy"
 
 
 def load_result(out_dir: Path, subject: str) -> dict[str, Any] | None:
@@ -303,44 +297,6 @@ def _explain_skipped(out: dict[str, Any], modality_errors: dict[str, str]) -> No
         label, metrics = MODALITY_METRICS[modality]
         for metric in metrics:
             out.setdefault("missing", {})[metric] = f"{label} unusable: {msg}"
-
-
-def store_result(store_path: Path, out_dir: Path, subject: str, result: dict[str, Any], *,
-                 templates: Sequence[str], surface_metrics: Sequence[str]) -> None:
-    """Write one subject's artefact into its regions of the store, every group in one pass."""
-    outcome = subject_outcome(result)
-    repairs = result.get("repairs") or {}
-    groups: dict[str, dict[str, Any]] = {
-        "participants": {"status": outcome.status, "error": outcome.error,
-                         "failed_stages": ";".join(outcome.failed_stages),
-                         "repairs": "; ".join(repairs.values())},
-    }
-    deface = result.get("deface") or {}
-    if deface:
-        values: dict[str, Any] = {}
-        for var in results_store.DEFACE_VARIABLES:
-            row = []
-            for name in templates:
-                val = (deface.get(name) or {}).get(var)
-                row.append(np.nan if val is None else float(val))
-            values[var] = row
-        values["error"] = [str((deface.get(name) or {}).get("error") or "") for name in templates]
-        groups["deface"] = values
-    for group in ("qc_anat", "qc_func"):
-        vals = result.get(group) or {}
-        clean: dict[str, Any] = {k: (np.nan if v is None else float(v)) for k, v in vals.items()
-                                 if isinstance(v, (int, float, type(None), np.generic))}
-        if group == "qc_anat" and result.get("qc_anat_route"):
-            clean["harmonization_route"] = result["qc_anat_route"]
-        if clean:
-            groups[group] = clean
-    if "stores" in result:
-        missing = result.get("surface_missing", {})
-        prov = result.get("surface_provenance", {})
-        groups["surface"] = {"value": np.load(surface_values_path(out_dir, subject)),
-                             "missing": [missing.get(m, "") for m in surface_metrics],
-                             "provenance": [prov.get(m, "") for m in surface_metrics]}
-    results_store.write_subject_groups(store_path, subject, groups)
 
 
 def process_subject(job: SubjectJob) -> dict[str, Any]:

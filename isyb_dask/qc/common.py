@@ -18,7 +18,6 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import ndimage as ndi
 
 __all__ = [
     "DIETRICH_FACTOR",

@@ -7,9 +7,10 @@ Every name follows :func:`isyb_dask.io.derivatives.derivative_path`; sessions ar
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from isyb_dask.io.outputs import render_path, template_label
 
 __all__ = ["MAP_FILES", "MNI_SPACES", "SubjectFiles", "render_path", "subject_files",
            "template_head"]
@@ -45,15 +46,6 @@ class SubjectFiles:
     confounds: Path | None = None
     maps: dict[str, Path] = field(default_factory=dict)
     log: Path | None = None
-
-
-def _label(template: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]", "", template)
-
-
-def render_path(out_dir: Path, subject: str, template: str) -> Path:
-    """``sub-X/figures/sub-X_desc-defaced<T>_render.png`` (written by the deface stage)."""
-    return out_dir / subject / "figures" / f"{subject}_desc-defaced{_label(template)}_render.png"
 
 
 def _first(folder: Path, datatype: str, pattern: str) -> Path | None:
@@ -95,7 +87,7 @@ def subject_files(out_dir: Path, subject: str, templates: list[str],
         if p is not None:
             files.probseg[tissue] = p
     for t in templates:
-        for label in dict.fromkeys([t, _label(t)]):
+        for label in dict.fromkeys([t, template_label(t)]):
             p = _first(der, "anat", f"{s}*_desc-defaced{label}_T1w.nii*")
             if p is not None:
                 files.defaced[t] = p

@@ -75,6 +75,31 @@ def _mni_template():
     return sf.load_ras(path)
 
 
+@functools.lru_cache(maxsize=1)
+def _nlin6_template():
+    """The 2009aSym T1 carried into MNI152NLin6Asym through the cached bridge (2 mm FSL box).
+
+    The subjects' standard-space maps live in NLin6Asym (the S1200 surfaces' space), which is
+    reached from the 2009aSym T1 by the bridge of :mod:`isyb_dask.anat.bridge`; the FSL T1
+    itself is not shipped. ``None`` when the bridge is not in the cache (the report never
+    computes it).
+    """
+    import nibabel as nib
+
+    from isyb_dask.anat.bridge import BRIDGE_VERSION, NLIN6_GRID, get_bridge, sample_volume, \
+        template_maps
+    from isyb_dask.anat.warpfield import grid_points
+    from isyb_dask.atlas import default_cache_dir
+
+    if not (default_cache_dir() / f"bridge-v{BRIDGE_VERSION}" / "bridge.json").exists():
+        return None
+    shape, affine = NLIN6_GRID
+    pts = grid_points(shape, affine).reshape(-1, 3)
+    t1, t1_affine = template_maps(1.0)["t1"]
+    values = sample_volume(t1, t1_affine, get_bridge().to_2009a(pts))
+    return nib.Nifti1Image(values.reshape(shape).astype(np.float32), affine)
+
+
 def _status(data: ReportData, subject: str, files: SubjectFiles, page_dir: Path) -> str:
     part = data.participants
     row = part.loc[subject] if part is not None and subject in part.index else pd.Series()
@@ -164,6 +189,11 @@ def _registration(data: ReportData, files: SubjectFiles, figdir: Path, page_dir:
     def draw_mni(out: Path) -> Path:
         what = "T1w" if files.mni_t1w else "GM probability"
         space = files.mni_space or "MNI"
+        reference = _nlin6_template() if space == "MNI152NLin6Asym" else None
+        if reference is not None:  # edges of the space the map is in
+            return sf.edge_check(sf.load_ras(moving), reference, out,
+                                 title=f"subject {what} in {space}, template T1 edges (red; "
+                                       "2009aSym T1 through the bridge)")
         return sf.edge_check(sf.load_ras(moving), _mni_template(), out,
                              title=f"subject {what} in {space}, MNI152NLin2009aSym T1 "
                                    "edges (red)")
