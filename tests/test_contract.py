@@ -187,11 +187,12 @@ def test_registrations_are_not_repeated(audited_run):
     rigid = [r for r in regs if r["dof"] == 6]
     nonlinear = [r for r in regs if r["dof"] == "syn"]
     # one atlas registration (reused by deface for the built-in head, by the QC and the
-    # metrics) + one for the extra template; one rigid BOLD -> T1w; one non-linear
+    # metrics) + one for the extra template, started from the atlas one composed with the
+    # run-level template -> built-in registration; one rigid BOLD -> T1w; one non-linear
     # normalisation of the T1w to the surfaces' space
     assert len(affine) == 2, regs
+    assert [r["seeded"] for r in affine] == [False, True], regs
     assert len(nonlinear) == 1, regs
-    assert not [r for r in regs if r["seeded"]], regs
     assert len(rigid) == 1, regs
 
 

@@ -227,3 +227,55 @@ def test_normfilter_jitter_is_seeded():
     np.testing.assert_allclose(flipped[:, ::-1], plain, atol=1e-9)
     with pytest.raises(ValueError, match="too small"):
         normfilter(ph.data, np.zeros_like(face), vox, 1, 1)
+
+
+def test_template_registration_seeded_from_the_atlas_one(template, subject, tmp_path):
+    # the template plays the built-in head here: its run-level registration to "the built-in
+    # head" is the identity, so the seeded start is the subject's atlas registration itself
+    import SimpleITK as sitk
+
+    from isyb_dask import registration as reg
+    from isyb_dask.deface.template_fit import template_registration
+
+    img = reg.to_canonical(nb.load(subject[0]))
+    fixed = reg.to_sitk(img)
+    cfg = DefaceConfig()
+    full = template_registration(fixed, template, cfg)
+    ident = tmp_path / "identity.tfm"
+    sitk.WriteTransform(sitk.AffineTransform(3), str(ident))
+    seeded_tpl = Template(template.name, template.head, template.face_mask, template.brain_mask,
+                          to_builtin=ident)
+    seeded = template_registration(fixed, seeded_tpl, cfg, atlas_registration=full)
+    assert seeded.checks.get("seeded_from") and seeded.plausible
+    pts = np.argwhere(_load(subject[0]) > 50)[::500].astype(float)
+    for p in pts[:40]:
+        world = fixed.TransformContinuousIndexToPhysicalPoint(p.tolist())
+        d = np.subtract(seeded.transform.TransformPoint(world), full.transform.TransformPoint(world))
+        assert np.linalg.norm(d) < VOX  # the same solution within a voxel
+    # a wrong run-level transform (a left-right flip) gives an implausible start: the full
+    # registration runs instead
+    flip = sitk.AffineTransform(3)
+    flip.SetMatrix((-1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+    bad = tmp_path / "flip.tfm"
+    sitk.WriteTransform(flip, str(bad))
+    bad_tpl = Template(template.name, template.head, template.face_mask, template.brain_mask,
+                       to_builtin=bad)
+    res = template_registration(fixed, bad_tpl, cfg, atlas_registration=full)
+    assert res.plausible and "seeded_from" not in res.checks
+    assert np.allclose(reg.matrix_ras(res.transform), reg.matrix_ras(full.transform), atol=1e-6)
+
+
+def test_compose_affine_is_the_sequential_map():
+    import SimpleITK as sitk
+
+    from isyb_dask import registration as reg
+
+    a, b = sitk.AffineTransform(3), sitk.AffineTransform(3)
+    a.SetMatrix((1.1, 0.1, 0.0, -0.05, 0.95, 0.02, 0.0, 0.03, 1.02))
+    a.SetTranslation((3.0, -2.0, 1.0))
+    a.SetCenter((10.0, 5.0, -4.0))
+    b.SetMatrix((0.98, -0.02, 0.04, 0.0, 1.01, 0.0, 0.01, 0.0, 0.97))
+    b.SetTranslation((-1.0, 4.0, 2.5))
+    both = reg.compose_affine(a, b)
+    for p in ((0.0, 0.0, 0.0), (50.0, -20.0, 30.0), (-70.0, 80.0, -10.0)):
+        assert np.allclose(both.TransformPoint(p), b.TransformPoint(a.TransformPoint(p)), atol=1e-9)

@@ -209,7 +209,7 @@ def test_carryover_is_registered_once_per_cache(ref, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = complete_template(Template("other", head, None), ref, tmp_path / "run1",
                               cache_dir=cache)
-    assert len(list((cache / "templates-v1").iterdir())) == 1
+    assert len(list((cache / "templates-v2").iterdir())) == 1
 
     def no_registration(*args, **kwargs):
         raise AssertionError("registered again although the cache holds the carry-over")

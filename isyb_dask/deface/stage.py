@@ -295,7 +295,8 @@ def run_deface(
         try:
             if brain_c is None:
                 raise InputError(f"template {t.name}: {brain_note}")
-            res = seeded.get(t.name) or template_registration(fixed, t, cfg)
+            res = seeded.get(t.name) or template_registration(
+                fixed, t, cfg, atlas_registration=seeded.get(BUILTIN_NAME))
             normal = face_normal(res.transform, canon.affine)
             if normal not in heads:
                 heads[normal] = head_mask_full(data_c, vox_c, normal)

@@ -79,10 +79,21 @@ def _images(template: Template) -> tuple[sitk.Image, sitk.Image, sitk.Image | No
     )
 
 
+#: Pyramid of a seeded subject -> template registration (the start is already close).
+SEEDED_LEVELS_MM = (4.0, 2.0)
+
+
 def template_registration(
-    fixed: sitk.Image, template: Template, cfg: DefaceConfig
+    fixed: sitk.Image, template: Template, cfg: DefaceConfig,
+    atlas_registration: reg.AffineRegistration | None = None,
 ) -> reg.AffineRegistration:
     """Register a template head (moving) to the subject (fixed); implausible -> error.
+
+    With the subject's atlas registration (subject -> built-in head) and the template's
+    run-level registration to the built-in head (:attr:`Template.to_builtin`), the start is
+    their composition, subject -> built-in -> template: only the affine stage runs, on
+    :data:`SEEDED_LEVELS_MM`. If that result is implausible the full registration (moments,
+    coarse search, rigid then affine) runs instead.
 
     Raises
     ------
@@ -90,7 +101,19 @@ def template_registration(
         When the transform fails the plausibility checks.
     """
     head_s = _images(template)[0]
-    res = reg.register_affine(fixed, head_s, seed=cfg.seed, threads=cfg.threads)
+    res = None
+    if atlas_registration is not None and template.to_builtin is not None:
+        to_builtin = sitk.ReadTransform(str(template.to_builtin))
+        start = reg.compose_affine(atlas_registration.transform,
+                                   reg._as_affine(to_builtin).GetInverse())
+        res = reg.register_affine(fixed, head_s, seed=cfg.seed, threads=cfg.threads,
+                                  initial=start, levels_mm=SEEDED_LEVELS_MM)
+        if res.plausible:
+            res.checks["seeded_from"] = "atlas registration + template -> built-in"
+        else:
+            res = None
+    if res is None:
+        res = reg.register_affine(fixed, head_s, seed=cfg.seed, threads=cfg.threads)
     if not res.plausible:
         raise RegistrationError(
             f"template {template.name}: implausible transform ({'; '.join(res.checks['violations'])})"

@@ -33,6 +33,7 @@ from typing import Any
 
 import nibabel as nb
 import numpy as np
+import SimpleITK as sitk
 import yaml
 
 from isyb_dask.errors import ConfigError, InputError
@@ -69,6 +70,11 @@ class Template:
         Brain mask on the head grid (None until carried over).
     provenance
         Where the files come from and how missing masks were made.
+    to_builtin
+        ITK transform file (``.tfm``) of the template -> built-in head registration done once
+        per run (template head points to built-in head points; None for the built-in
+        template). Composed with a subject's atlas registration it seeds the subject ->
+        template registration.
     """
 
     name: str
@@ -76,6 +82,7 @@ class Template:
     face_mask: Path | None
     brain_mask: Path | None = None
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    to_builtin: Path | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -224,17 +231,19 @@ def complete_template(
     t: Template, reference: Template, work_dir: str | os.PathLike[str], *, seed: int = 20220531,
     threads: int = 1, cache_dir: str | os.PathLike[str] | None = None,
 ) -> Template:
-    """Carry missing face/brain masks over from ``reference`` by affine registration.
+    """Register the template to ``reference`` once; carry missing face/brain masks over.
 
-    The reference head is registered to the template head (12 parameters, Mattes MI) and
-    its masks are resampled (linear, threshold 0.5) onto the template grid. Results are
+    The reference head is registered to the template head (12 parameters, Mattes MI). The
+    transform is kept (:attr:`Template.to_builtin`: it seeds every subject's registration to
+    this template) and the reference's masks are resampled (linear, threshold 0.5) onto the
+    template grid; they replace the template's masks only where it has none. Results are
     written to ``work_dir/templates`` keyed by the head's SHA-256 (reused when present).
-    With ``cache_dir``, the result is also kept in ``cache_dir/templates-v1/<key>`` (key:
+    With ``cache_dir``, the result is also kept in ``cache_dir/templates-v2/<key>`` (key:
     SHA-256 of the template head, the reference's head and masks, and the seed) and later
     runs copy it from there instead of registering again: a template's carry-over is a
-    property of its files, not of a run.
+    property of its files, not of a run. The reference itself is returned unchanged.
     """
-    if t.face_mask is not None and t.brain_mask is not None:
+    if t.head == reference.head and t.name == reference.name:
         return t
     if reference.face_mask is None or (t.brain_mask is None and reference.brain_mask is None):
         raise ConfigError(f"template {t.name}: reference {reference.name} lacks the masks to carry over")
@@ -245,14 +254,16 @@ def complete_template(
     sha = file_sha256(t.head)[:16]
     face_out = out_dir / f"{t.name}_{sha}_desc-face_mask.nii.gz"
     brain_out = out_dir / f"{t.name}_{sha}_desc-brain_mask.nii.gz"
+    xfm_out = out_dir / f"{t.name}_{sha}_to-{reference.name}_xfm.tfm"
     info_out = out_dir / f"{t.name}_{sha}_carryover.json"
+    files = {"face_mask.nii.gz": face_out, "brain_mask.nii.gz": brain_out,
+             "to_reference.tfm": xfm_out, "carryover.json": info_out}
     need = {"face_mask": t.face_mask is None, "brain_mask": t.brain_mask is None}
     cached = None
     if cache_dir is not None:
-        cached = Path(cache_dir) / "templates-v1" / _carryover_key(t, reference, seed)
+        cached = Path(cache_dir) / "templates-v2" / _carryover_key(t, reference, seed)
         if not info_out.exists() and (cached / "carryover.json").exists():
-            for name, dst in (("face_mask.nii.gz", face_out), ("brain_mask.nii.gz", brain_out),
-                              ("carryover.json", info_out)):
+            for name, dst in files.items():
                 if (cached / name).exists():
                     tmp = dst.with_name(f".tmp-{os.getpid()}-{dst.name}")
                     shutil.copyfile(cached / name, tmp)
@@ -267,6 +278,9 @@ def complete_template(
                 f"template {t.name}: registration of {reference.name} to {Path(t.head).name} is "
                 f"implausible ({'; '.join(res.checks['violations'])}); give a face mask"
             )
+        tmp = xfm_out.with_name(f".tmp-{os.getpid()}-{xfm_out.name}")
+        sitk.WriteTransform(res.transform, str(tmp))
+        os.replace(tmp, xfm_out)
         for key, src, dst in (
             ("face_mask", reference.face_mask, face_out),
             ("brain_mask", reference.brain_mask, brain_out),
@@ -295,8 +309,7 @@ def complete_template(
         tmp.write_text(json.dumps(info, indent=2))
         os.replace(tmp, info_out)
         if cached is not None:
-            _store_carryover(cached, {"face_mask.nii.gz": face_out,
-                                      "brain_mask.nii.gz": brain_out, "carryover.json": info_out})
+            _store_carryover(cached, files)
     info = json.loads(info_out.read_text())
     prov = dict(t.provenance)
     for key, carried in need.items():
@@ -309,6 +322,7 @@ def complete_template(
         face_mask=face_out if need["face_mask"] else t.face_mask,
         brain_mask=brain_out if need["brain_mask"] else t.brain_mask,
         provenance=prov,
+        to_builtin=xfm_out if xfm_out.exists() else None,
     )
 
 
@@ -375,7 +389,7 @@ def resolve_templates(
         validate_template(t)
         completed = complete_template(t, builtin, work_dir, seed=seed, threads=threads,
                                       cache_dir=cache_dir)
-        if completed is not t:  # carried-over masks: check them like given ones
-            validate_template(completed)
+        if (completed.face_mask, completed.brain_mask) != (t.face_mask, t.brain_mask):
+            validate_template(completed)  # carried-over masks: checked like given ones
         done.append(completed)
     return done

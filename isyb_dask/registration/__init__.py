@@ -15,6 +15,7 @@ from isyb_dask.registration.checks import PlausibilityLimits, check_transform
 from isyb_dask.registration.grid import (  # noqa: F401  (_as_affine, _lps_matrix: deface.builder)
     _as_affine,
     _lps_matrix,
+    compose_affine,
     downsample,
     from_canonical,
     matrix_ras,
@@ -30,6 +31,7 @@ __all__ = [
     "AffineRegistration",
     "PlausibilityLimits",
     "check_transform",
+    "compose_affine",
     "downsample",
     "from_canonical",
     "matrix_ras",

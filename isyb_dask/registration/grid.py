@@ -135,6 +135,20 @@ def _as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
     return tx
 
 
+def compose_affine(first: sitk.Transform, then: sitk.Transform) -> sitk.AffineTransform:
+    """One AffineTransform that maps a point by ``first`` and the result by ``then``.
+
+    Both are affine-family transforms (composites of affine transforms included). Used to
+    seed a subject -> template registration with subject -> built-in head followed by
+    built-in head -> template.
+    """
+    m = _lps_matrix(_as_affine(then)) @ _lps_matrix(_as_affine(first))
+    out = sitk.AffineTransform(3)
+    out.SetMatrix(m[:3, :3].ravel().tolist())
+    out.SetTranslation(m[:3, 3].tolist())
+    return out
+
+
 def _lps_matrix(tx: sitk.AffineTransform) -> np.ndarray:
     a = np.asarray(tx.GetMatrix(), dtype=float).reshape(3, 3)
     c = np.asarray(tx.GetCenter(), dtype=float)
