@@ -97,34 +97,33 @@ def test_deface_reuses_the_registration_with_identical_output(built, tmp_path, m
     assert shared["brain_mask"] is None  # the anatomy owns the subject brain mask
 
 
-def test_ras_to_sitk_round_trips_matrix_ras():
-    from isyb_dask.anat.templates import ras_to_sitk
-    from isyb_dask.registration import matrix_ras
-
-    rng = np.random.default_rng(2)
-    m = np.eye(4)
-    m[:3, :3] += rng.normal(0, 0.05, (3, 3))
-    m[:3, 3] = rng.normal(0, 10, 3)
-    np.testing.assert_allclose(matrix_ras(ras_to_sitk(m)), m, atol=1e-12)
-
-
 def test_extra_template_registration_is_seeded_and_accurate(built, tmp_path):
-    """A template = the atlas head shifted by a known offset: the seeded subject -> template
-    transform must equal shift @ atlas registration to sub-voxel accuracy (2 mm voxels)."""
+    """A template = the atlas head shifted by a known offset: the subject -> template
+    registration, started from the atlas registration composed with the run-level template
+    -> built-in transform, must equal shift @ atlas registration to sub-voxel accuracy."""
     from isyb_dask import registration as reg
-    from isyb_dask.anat.templates import seeded_registration
     from isyb_dask.atlas import builtin_head_paths
+    from isyb_dask.config import DefaceConfig
+    from isyb_dask.deface.template_fit import template_registration
+    from isyb_dask.deface.templates import Template, builtin_template, complete_template
 
     anatomy, _, _, atlas, _ = built
-    head, _ = builtin_head_paths()
-    img = nb.load(str(head))
+    head, face = builtin_head_paths()
     shift = np.eye(4)
     shift[:3, 3] = [6.0, -5.0, 3.0]
-    path = tmp_path / "shifted.nii.gz"
-    nb.save(nb.Nifti1Image(np.asarray(img.dataobj), shift @ img.affine, img.header), str(path))
+    paths = []
+    for src, name in ((head, "shifted.nii.gz"), (face, "shifted_face.nii.gz")):
+        img = nb.load(str(src))
+        paths.append(tmp_path / name)
+        nb.save(nb.Nifti1Image(np.asarray(img.dataobj), shift @ img.affine, img.header),
+                str(paths[-1]))
+    tpl = complete_template(Template("Shifted", paths[0], paths[1]), builtin_template(atlas),
+                            tmp_path / "run")
+    assert tpl.to_builtin is not None and tpl.to_builtin.exists()
     fixed = reg.to_sitk(np.asarray(anatomy.canonical.dataobj), anatomy.canonical.affine)
-    res = seeded_registration(anatomy, path, fixed, atlas, seed=20220531)
-    assert res is not None and res.plausible
+    res = template_registration(fixed, tpl, DefaceConfig(),
+                                atlas_registration=anatomy.atlas_registration)
+    assert res.plausible and res.checks.get("seeded_from")
     exact = shift @ anatomy.t1w_to_atlas
     idx = np.argwhere(anatomy.brain_mask)[::40]
     xyz = np.c_[idx, np.ones(len(idx))] @ anatomy.canonical.affine.T

@@ -226,3 +226,29 @@ def test_carryover_is_registered_once_per_cache(ref, tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="registered again"):
         complete_template(Template("other", head, None), ref, tmp_path / "run3",
                           cache_dir=cache, seed=1)
+
+
+def test_template_with_masks_survives_an_implausible_builtin_registration(ref, tmp_path,
+                                                                         monkeypatch):
+    # a template that brings its own masks stays usable when its registration to the
+    # built-in head fails the checks: no seed for its subjects, no error
+    from isyb_dask import registration
+
+    real = registration.register_affine
+
+    def implausible(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.plausible = False
+        res.checks["violations"] = ["forced by the test"]
+        return res
+
+    monkeypatch.setattr(registration, "register_affine", implausible)
+    ph = make_head(VOX, seed=7, radii=(75.0, 96.0, 84.0))
+    head = _save(ph.data, ph.affine, tmp_path / "own.nii.gz")
+    face = _save(ph.keep, ph.affine, tmp_path / "own_face.nii.gz")
+    brain = _save(ph.brain.astype(np.uint8), ph.affine, tmp_path / "own_brain.nii.gz")
+    t = complete_template(Template("own", head, face, brain), ref, tmp_path / "work")
+    assert (t.face_mask, t.brain_mask, t.to_builtin) == (face, brain, None)
+    assert "forced by the test" in t.provenance["builtin_registration"]
+    with pytest.raises(InputError, match="implausible"):  # masks needed: still an error
+        complete_template(Template("bare", head, None), ref, tmp_path / "work2")

@@ -273,6 +273,14 @@ def complete_template(
         fixed = reg.to_sitk(head_img)
         moving = reg.to_sitk(load_image(reference.head, ndim=3))
         res = reg.register_affine(fixed, moving, seed=seed, threads=threads)
+        if not res.plausible and not any(need.values()):
+            # masks given: the template is usable, its subjects are registered unseeded
+            prov = dict(t.provenance)
+            prov["builtin_registration"] = (
+                f"implausible ({'; '.join(res.checks['violations'])}): subject registrations "
+                "to this template start from scratch")
+            return Template(name=t.name, head=t.head, face_mask=t.face_mask,
+                            brain_mask=t.brain_mask, provenance=prov)
         if not res.plausible:
             raise InputError(
                 f"template {t.name}: registration of {reference.name} to {Path(t.head).name} is "
