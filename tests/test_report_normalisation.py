@@ -1,4 +1,4 @@
-"""The report's normalisation panel draws the edges of the space the subject's map is in."""
+"""Report data: the normalisation panel's reference and the re-identification table."""
 
 from __future__ import annotations
 
@@ -37,3 +37,22 @@ def test_nlin6_reference_is_the_2009a_t1_through_the_bridge():
     data = np.asarray(img.dataobj)
     assert np.linalg.norm(centroid(data, affine) - centroid(t1, t1_aff)) < 6.0
     assert (data > 0.3 * data.max()).sum() * 8.0 > 0.8e6  # a whole brain (mm3), not a sliver
+
+
+def test_report_reads_the_reidentification_table(tmp_path):
+    # the stats group holds the table as audit_<column> over audit_template
+    # (deface/reid.audit_dataset); the report shows it with its CIs against chance
+    import pandas as pd
+
+    from isyb_dask.deface.reid import AUDIT_COLUMNS, audit_dataset
+    from isyb_dask.report.data import _stats
+
+    rows = [["pydeface", 8, 0, 0.0, 2, 0.25, 0.032, 0.651, 0.125, 0.26, 0.61],
+            ["CN200", 8, 0, 0.0, 1, 0.125, 0.003, 0.527, 0.125, 0.66, 0.58]]
+    summary = pd.DataFrame([dict(zip(AUDIT_COLUMNS, r)) for r in rows])
+    store = tmp_path / "results.zarr"
+    audit_dataset(summary).to_zarr(store, group="stats", mode="w")
+    _, table = _stats(store)
+    assert list(table["template"]) == ["pydeface", "CN200"]
+    assert set(AUDIT_COLUMNS) <= set(table.columns)
+    assert table.loc[0, "rank1_rate"] == 0.25 and table.loc[1, "ci_high"] == 0.527

@@ -116,18 +116,13 @@ def _stats(store: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
     ds = open_group(store, "stats")
     attrs = dict(ds.attrs)
     audit = None
-    audit_vars = [v for v in ds.data_vars if str(v).startswith("deface_audit")]
+    # the re-identification table (deface/reid.audit_dataset): audit_<column> over audit_template
+    audit_vars = [v for v in ds.data_vars
+                  if str(v).startswith("audit_") and "audit_template" in ds[v].dims]
     if audit_vars:
-        try:
-            audit = ds[audit_vars].load().to_dataframe().reset_index()
-        except ValueError as exc:  # variables on unrelated dimensions
-            log.warning("report: cannot tabulate %s: %s", audit_vars, exc)
-    elif "deface_audit" in attrs:
-        try:
-            raw = attrs["deface_audit"]
-            audit = pd.DataFrame(json.loads(raw) if isinstance(raw, str) else raw)
-        except (ValueError, TypeError) as exc:
-            log.warning("report: cannot read stats deface_audit: %s", exc)
+        table = ds[audit_vars].load().to_dataframe().reset_index()
+        audit = table.rename(columns={c: c[len("audit_"):] for c in table.columns
+                                      if str(c).startswith("audit_")})
     return attrs, audit
 
 
