@@ -7,7 +7,9 @@ subprocess (``PYTHONPATH`` = the tree) on the same subject; the CPU time of that
 
 * baseline (before issue 11): ``run_deface`` -> ``run_qc_anat`` -> ``run_metrics``, each
   re-reading the T1w and registering the template head again (3x), N4 + EM twice;
-* this tree: ``build_anatomy`` once (+ its derivatives), then the stages with ``anatomy=``.
+* this tree: ``build_anatomy`` once (+ its derivatives) and, as ``isyb run`` does before the
+  metrics, ``attach_standard_space`` (SyN to MNI152NLin6Asym, subject surfaces), then the
+  stages with ``anatomy=`` (deface includes the face audit; metrics include CT/SA/LGI).
 
 Usage (one core)::
 
@@ -80,6 +82,12 @@ def worker(t1w: Path, out: Path, result: Path) -> None:
     if build_anatomy is not None:
         anatomy = build_anatomy(t1w, inp.subject, atlas, cfg, threads=1)
         write_anatomy(anatomy, out)
+        try:  # the non-linear normalisation and subject surfaces, as isyb run adds them
+            from isyb_dask.anat.placement import attach_standard_space
+        except ImportError:
+            attach_standard_space = None
+        if attach_standard_space is not None:
+            attach_standard_space(anatomy, out, seed=cfg.deface.seed, threads=1)
         kw = {"anatomy": anatomy}
         steps["anatomy"] = time.process_time() - c0
     c1 = time.process_time()
