@@ -279,3 +279,30 @@ def test_compose_affine_is_the_sequential_map():
     both = reg.compose_affine(a, b)
     for p in ((0.0, 0.0, 0.0), (50.0, -20.0, 30.0), (-70.0, 80.0, -10.0)):
         assert np.allclose(both.TransformPoint(p), b.TransformPoint(a.TransformPoint(p)), atol=1e-9)
+
+
+def test_scaled_integer_input_keeps_its_values(template, subject, tmp_path):
+    # uint8 with scl_slope (SPM's avg152 heads, dcm2niix Philips data): nibabel applies the
+    # scaling on load and leaves the header's slope empty; the defaced image must keep the
+    # real values (float32), restore the brain exactly and count no brain voxel as changed
+    _, ph = subject
+    slope = float(ph.data.max()) / 250.0
+    stored = np.clip(np.rint(ph.data / slope), 0, 255).astype(np.uint8)
+    img = nb.Nifti1Image(stored, ph.affine)
+    img.header.set_slope_inter(slope, 0.0)
+    path = tmp_path / "sub-02_T1w.nii.gz"
+    nb.save(img, path)
+    real = np.asarray(nb.load(path).dataobj)  # the values a reader sees
+    res = run_deface(path, "sub-02", [template], DefaceConfig(), tmp_path / "out")
+    row = res["templates"][template.name]
+    assert row["error"] is None and row["brain_voxels_changed"] == 0
+    out = nb.load(tmp_path / "out" / "sub-02" / "anat" / f"sub-02_desc-defaced{template.name}_T1w.nii.gz")
+    assert out.get_data_dtype() == np.float32
+    d = np.asarray(out.dataobj)
+    brain = ph.brain
+    assert np.array_equal(d[brain], real[brain].astype(np.float32))
+    assert d.max() <= real.max() * 1.01 and d.max() > 0.5 * real.max()  # real units, not 0/1
+    changed = d != real.astype(np.float32)
+    assert 0 < changed.sum() < 0.2 * changed.size  # the face, not the whole image
+    assert row["face_voxels_changed"] == int(changed.sum())
+    assert 0.0 < row["nmi"] < 0.6

@@ -42,6 +42,7 @@ from isyb_dask.deface.template_fit import (
     face_normal,
     template_registration,
 )
+from isyb_dask.deface.storage import cast_like, output_dtype
 from isyb_dask.deface.templates import BUILTIN_NAME, Template
 from isyb_dask.deface.zero import coat_cut, cover_protected, zero_face
 from isyb_dask.errors import InputError, RegistrationError
@@ -181,13 +182,6 @@ def voxel_sizes_affine(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
-def _cast_like(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(arr), info.min, info.max).astype(dtype)
-    return arr.astype(dtype)
-
-
 def _subject_brain(
     data: np.ndarray, affine: np.ndarray, fixed: sitk.Image, templates: list[Template],
     cfg: DefaceConfig, atlas: Any | None,
@@ -253,10 +247,9 @@ def run_deface(
     t1w = Path(t1w)
     img = anatomy.image if anatomy is not None else load_image(t1w, ndim=3)
     raw = np.asarray(img.dataobj)
-    dtype = img.get_data_dtype()
-    slope, inter = img.header.get_slope_inter()
-    if slope is not None and (slope != 1.0 or (inter or 0.0) != 0.0):
-        dtype = np.dtype(np.float32)  # scaled integers cannot round-trip: keep the real values
+    dtype = output_dtype(img, raw)
+    if dtype != raw.dtype and not np.issubdtype(dtype, np.integer):
+        raw = raw.astype(dtype)  # the values as the output stores them (scaled integers)
     original = raw.astype(np.float64)
     canon = anatomy.canonical if anatomy is not None else reg.to_canonical(img)
     data_c = np.asarray(canon.dataobj, dtype=np.float64)
@@ -316,7 +309,7 @@ def run_deface(
             before=skin_before[out["normal"]])["median_mm"]
         protect = reg.from_canonical(out["protect"], img.affine)
         changed = reg.from_canonical(out["changed"], img.affine)
-        d = _cast_like(reg.from_canonical(out["defaced"], img.affine), dtype)
+        d = cast_like(reg.from_canonical(out["defaced"], img.affine), dtype)
         if dtype == raw.dtype:
             d[protect] = raw[protect]  # exact restore in stored units
         row["brain_voxels_changed"] = int((d[protect].astype(np.float64) != original[protect]).sum())
