@@ -46,9 +46,9 @@ from isyb_dask.deface.storage import cast_like, output_dtype
 from isyb_dask.deface.templates import BUILTIN_NAME, Template
 from isyb_dask.deface.zero import coat_cut, cover_protected, zero_face
 from isyb_dask.errors import InputError, RegistrationError
-from isyb_dask.io.derivatives import derivative_path, write_sidecar
+from isyb_dask.io.derivatives import write_sidecar
 from isyb_dask.io.nifti import load_image, save_like
-from isyb_dask.io.outputs import deface_path
+from isyb_dask.io.outputs import anat_path, deface_path
 
 __all__ = ["deface_array", "face_normal", "run_deface", "template_registration"]
 
@@ -351,7 +351,7 @@ def run_deface(
     brain_path: Path | None = None
     if brain_c is not None and defaced_all and anatomy is None:
         # with the anatomical reference, its writer owns desc-brain_mask (io/outputs.py)
-        brain_path = derivative_path(out_dir, subject, "anat", "mask", desc="brain")
+        brain_path = anat_path(out_dir, subject, "brain")
         save_like(reg.from_canonical(brain_c, img.affine).astype(np.uint8), img, brain_path,
                   dtype=np.uint8)
         write_sidecar(brain_path, {"Description": f"subject brain mask protected by defacing: "

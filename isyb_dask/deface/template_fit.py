@@ -104,8 +104,7 @@ def template_registration(
     res = None
     if atlas_registration is not None and template.to_builtin is not None:
         to_builtin = sitk.ReadTransform(str(template.to_builtin))
-        start = reg.compose_affine(atlas_registration.transform,
-                                   reg._as_affine(to_builtin).GetInverse())
+        start = reg.compose_affine(atlas_registration.transform, to_builtin.GetInverse())
         res = reg.register_affine(fixed, head_s, seed=cfg.seed, threads=cfg.threads,
                                   initial=start, levels_mm=SEEDED_LEVELS_MM)
         if res.plausible:

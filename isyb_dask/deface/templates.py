@@ -218,10 +218,10 @@ def read_template_config(path: str | os.PathLike[str]) -> list[Template]:
     return out
 
 
-def _carryover_key(t: Template, reference: Template, seed: int) -> str:
-    """Cache key of a carry-over: the template head, the reference's files and the seed."""
-    digest = hashlib.sha256()
-    for p in (t.head, reference.head, reference.face_mask, reference.brain_mask):
+def _carryover_key(head_sha: str, reference: Template, seed: int) -> str:
+    """Cache key of a carry-over: the template head's SHA-256, the reference's files, the seed."""
+    digest = hashlib.sha256(head_sha.encode())
+    for p in (reference.head, reference.face_mask, reference.brain_mask):
         digest.update((file_sha256(p) if p is not None else "-").encode())
     digest.update(str(int(seed)).encode())
     return digest.hexdigest()[:24]
@@ -251,7 +251,8 @@ def complete_template(
 
     out_dir = Path(work_dir) / "templates"
     out_dir.mkdir(parents=True, exist_ok=True)
-    sha = file_sha256(t.head)[:16]
+    head_sha = file_sha256(t.head)
+    sha = head_sha[:16]
     face_out = out_dir / f"{t.name}_{sha}_desc-face_mask.nii.gz"
     brain_out = out_dir / f"{t.name}_{sha}_desc-brain_mask.nii.gz"
     xfm_out = out_dir / f"{t.name}_{sha}_to-{reference.name}_xfm.tfm"
@@ -261,7 +262,7 @@ def complete_template(
     need = {"face_mask": t.face_mask is None, "brain_mask": t.brain_mask is None}
     cached = None
     if cache_dir is not None:
-        cached = Path(cache_dir) / "templates-v2" / _carryover_key(t, reference, seed)
+        cached = Path(cache_dir) / "templates-v2" / _carryover_key(head_sha, reference, seed)
         if not info_out.exists() and (cached / "carryover.json").exists():
             for name, dst in files.items():
                 if (cached / name).exists():

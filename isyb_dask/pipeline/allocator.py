@@ -6,9 +6,9 @@ Setting the trim threshold also freezes glibc's mmap threshold at its 128 KiB st
 every array above 128 KiB is then a fresh ``mmap`` whose pages are faulted in and zeroed on
 first touch, and unmapped on release. The subject task allocates thousands of such
 temporaries (one resampled BOLD volume per Gauss-Newton iteration, the candidate voxel lists
-of the face masking, ...), and in a worker its BOLD reference took 1.4x the CPU of the same
-call in a plain process (19.8 s against 14.0 s on the 240-volume 1 mm subject;
-``BENCHMARKS.md``).
+of the face masking, ...). The BOLD reference of the 240-volume 1 mm subject, in a plain
+process: 17.5 s CPU, 23.6 s with the nanny's setting, 18.4 s with the thresholds set here;
+in the participant run's worker it went from 23.8 to 16.0 s wall (``BENCHMARKS.md``).
 
 :func:`keep_heap_for_arrays` restores reuse for these arrays: allocations up to 32 MiB (the
 largest mmap threshold glibc accepts on 64-bit) come from the heap, and the heap is trimmed
