@@ -1,0 +1,125 @@
+"""Check where the subject surfaces land: GM probability at the midthickness vertices.
+
+Issue 11's measure of the surface placement is the mean GM probability of the subject's
+segmentation at the fsLR 32k cortical midthickness vertices in T1w space, for the surfaces the
+pipeline places (SyN, then refined) against the affine-only placement. Our own posteriors
+are what the refinement follows, so the same measure is also taken with a segmentation that
+shares nothing with ours but the brain mask (:func:`independent_gm`: ANTs N4 and Atropos), as
+someone checking the surfaces with their own tools would.
+
+Used by ``tests/test_morphometry_real.py`` and ``benchmarks/check_gm_midthickness.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nb
+import numpy as np
+
+__all__ = ["PlacedSubject", "gm_scores", "independent_gm", "place_subject"]
+
+
+@dataclass
+class PlacedSubject:
+    """One T1w through the pipeline's anatomical route.
+
+    Attributes
+    ----------
+    anatomy
+        :class:`isyb_dask.anat.reference.SubjectAnatomy` (posteriors, masks, registration).
+    space
+        TemplateFlow name of the standard space the surfaces come from.
+    surfaces
+        ``{"affine": ..., "syn": ..., "refined": ...}``, each ``{"L"|"R": {"white",
+        "midthickness", "pial": (32492, 3)}}`` in T1w world mm.
+    fslr
+        The fsLR 32k surfaces (:func:`isyb_dask.metrics.fslr.load_fslr32k`).
+    """
+
+    anatomy: Any
+    space: str
+    surfaces: dict[str, dict]
+    fslr: Any
+
+
+def place_subject(t1w: Path, threads: int = 1) -> PlacedSubject:
+    """Run the anatomical reference, SyN, placement and refinement on one T1w.
+
+    This is what ``anat.placement.attach_standard_space`` does in a run, plus the affine-only
+    placement (the atlas registration's T1w -> MNI chain) as the baseline.
+    """
+    from isyb_dask.anat.normalize import normalize_to_standard
+    from isyb_dask.anat.reference import build_anatomy
+    from isyb_dask.anat.surfaces import place_surfaces, refine_surfaces
+    from isyb_dask.atlas import get_reference_atlas
+    from isyb_dask.config import RunConfig
+    from isyb_dask.metrics.fslr import load_fslr32k
+    from isyb_dask.metrics.morphometry import place_fslr_affine
+    from isyb_dask.metrics.spaces import chain_from_anatomy
+
+    atlas, cfg, fslr = get_reference_atlas(), RunConfig(), load_fslr32k()
+    anatomy = build_anatomy(Path(t1w), "sub-check", atlas, cfg, threads=threads)
+    affine = anatomy.canonical.affine
+    n4 = nb.Nifti1Image(np.asarray(anatomy.n4, dtype=np.float32), affine)
+    norm = normalize_to_standard(n4, anatomy.brain_mask, anatomy.posteriors,
+                                 seed=cfg.deface.seed, threads=threads)
+    placed = place_surfaces(norm, fslr)
+    surfaces = {
+        "affine": place_fslr_affine(chain_from_anatomy(anatomy, atlas).t1w_to_mni, fslr),
+        "syn": placed,
+        "refined": refine_surfaces(placed, fslr, anatomy.posteriors, affine),
+    }
+    return PlacedSubject(anatomy, norm.space, surfaces, fslr)
+
+
+def independent_gm(anatomy, mrf: str = "[0.1,1x1x1]") -> np.ndarray:
+    """GM probability from ANTs N4 and Atropos on the subject's canonical T1w.
+
+    Only the brain mask is ours. N4 runs on the whole grid with the brain mask (its B-spline
+    domain is the image), Atropos on the brain's bounding box (k-means start, 3 classes,
+    5 iterations, MRF ``mrf``: ``[0.1,1x1x1]`` is the antsCorticalThickness default).
+
+    Parameters
+    ----------
+    anatomy
+        :class:`isyb_dask.anat.reference.SubjectAnatomy`.
+    mrf
+        Atropos ``-m`` argument.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 GM probability on the canonical grid (0 outside the brain).
+    """
+    import ants
+
+    affine = anatomy.canonical.affine
+    zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    mask = np.asarray(anatomy.brain_mask, dtype=np.float32)
+    image = ants.from_numpy(np.asarray(anatomy.canonical.get_fdata(), dtype=np.float32),
+                            spacing=zooms)
+    corrected = ants.n4_bias_field_correction(image, mask=ants.from_numpy(mask, spacing=zooms))
+    box = tuple(slice(max(int(i.min()) - 2, 0), int(i.max()) + 3) for i in np.nonzero(mask))
+    seg = ants.atropos(
+        a=ants.from_numpy(np.ascontiguousarray(corrected.numpy()[box]), spacing=zooms),
+        x=ants.from_numpy(np.ascontiguousarray(mask[box]), spacing=zooms),
+        i="kmeans[3]", m=mrf, c="[5,0]",
+    )
+    gm = np.zeros(mask.shape, dtype=np.float32)
+    gm[box] = seg["probabilityimages"][1].numpy()  # k-means classes by intensity: CSF, GM, WM
+    return gm
+
+
+def gm_scores(subject: PlacedSubject, probability: np.ndarray) -> dict[str, float]:
+    """Mean ``probability`` at the cortical midthickness vertices of each placement."""
+    from isyb_dask.anat.surfaces import mean_at_vertices
+
+    affine = subject.anatomy.canonical.affine
+    return {
+        name: float(mean_at_vertices(probability, affine, surf, "midthickness",
+                                     subject.fslr.cortex))
+        for name, surf in subject.surfaces.items()
+    }
