@@ -56,3 +56,24 @@ def test_report_reads_the_reidentification_table(tmp_path):
     assert list(table["template"]) == ["pydeface", "CN200"]
     assert set(AUDIT_COLUMNS) <= set(table.columns)
     assert table.loc[0, "rank1_rate"] == 0.25 and table.loc[1, "ci_high"] == 0.527
+
+
+def test_nlin6_reference_is_read_from_the_runs_cache_dir(tmp_path, monkeypatch):
+    # a run with --cache-dir keeps its bridge there, not in the default cache
+    from isyb_dask.anat.bridge import BRIDGE_VERSION, NLIN6_GRID
+    from isyb_dask.atlas import default_cache_dir
+    from isyb_dask.report.data import load_report_data
+
+    run_cache = default_cache_dir()
+    if not (run_cache / f"bridge-v{BRIDGE_VERSION}" / "bridge.json").exists():
+        pytest.skip("bridge not built in this cache")
+    monkeypatch.setenv("ISYB_CACHE_DIR", str(tmp_path / "empty"))  # the default has none
+    subject_page._nlin6_template.cache_clear()
+    try:
+        assert subject_page._nlin6_template() is None
+        img = subject_page._nlin6_template(run_cache)
+        assert img is not None and img.shape == NLIN6_GRID[0]
+    finally:
+        subject_page._nlin6_template.cache_clear()
+    data = load_report_data(tmp_path, tmp_path / "absent.zarr", cache_dir=run_cache)
+    assert data.cache_dir == run_cache

@@ -317,7 +317,7 @@ def run_group_level(
             prog.message(f"group step FAILED: {msg}")
     results_store.consolidate(store_path)
     try:
-        write_report(out_dir, store_path)
+        write_report(out_dir, store_path, cache_dir=cfg.cache_dir)
         prog.message(f"report: {out_dir / 'report.html'}")
     except Exception as exc:
         errors.append(f"report: {type(exc).__name__}: {exc}")

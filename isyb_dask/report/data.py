@@ -40,6 +40,9 @@ class ReportData:
         Attributes of the ``stats`` group (``dropped_incomplete``, ``skipped``...).
     deface_audit
         The stats ``deface_audit`` table when present (re-identification audit).
+    cache_dir
+        The run's cache directory (``--cache-dir``; None = the default cache), where the
+        normalisation panel looks for the cached NLin6Asym bridge.
     """
 
     out_dir: Path
@@ -52,6 +55,7 @@ class ReportData:
     deface: xr.Dataset | None = None
     stats_attrs: dict[str, Any] = field(default_factory=dict)
     deface_audit: pd.DataFrame | None = None
+    cache_dir: Path | None = None
 
     @property
     def subjects(self) -> list[str]:
@@ -126,7 +130,8 @@ def _stats(store: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
     return attrs, audit
 
 
-def load_report_data(out_dir: str | Path, store_path: str | Path) -> ReportData:
+def load_report_data(out_dir: str | Path, store_path: str | Path,
+                     cache_dir: str | Path | None = None) -> ReportData:
     """Load everything the report needs from a results store (absent parts stay None).
 
     Parameters
@@ -135,13 +140,16 @@ def load_report_data(out_dir: str | Path, store_path: str | Path) -> ReportData:
         Run output directory.
     store_path
         ``results.zarr`` (may be absent: an empty report is written).
+    cache_dir
+        The run's cache directory (None: the default cache).
 
     Returns
     -------
     ReportData
     """
     out_dir, store = Path(out_dir), Path(store_path)
-    data = ReportData(out_dir=out_dir, store=store)
+    data = ReportData(out_dir=out_dir, store=store,
+                      cache_dir=Path(cache_dir) if cache_dir is not None else None)
     if not store.exists():
         return data
     data.groups = list_groups(store)

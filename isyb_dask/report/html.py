@@ -75,7 +75,8 @@ def write_subject_pages(data, subjects: list[str], *, fd_threshold: float = 0.2,
 
 
 def write_report(out_dir: str | Path, store_path: str | Path, *,
-                 subject_pages: bool = True, workers: int = 1) -> Path:
+                 subject_pages: bool = True, workers: int = 1,
+                 cache_dir: str | Path | None = None) -> Path:
     """Write ``OUT_DIR/report.html`` and (by default) every subject's page.
 
     Parameters
@@ -90,6 +91,9 @@ def write_report(out_dir: str | Path, store_path: str | Path, *,
         subject the first time, 0.01 s after).
     workers
         Processes drawing subject pages.
+    cache_dir
+        The run's cache directory (``--cache-dir``), where the cached bridge to
+        MNI152NLin6Asym is found for the normalisation panel; None = the default cache.
 
     Returns
     -------
@@ -98,7 +102,7 @@ def write_report(out_dir: str | Path, store_path: str | Path, *,
     """
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    data = load_report_data(out_dir, store_path)
+    data = load_report_data(out_dir, store_path, cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if subject_pages:
         write_subject_pages(data, data.subjects, fd_threshold=_fd_threshold(data.attrs),

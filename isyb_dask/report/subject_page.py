@@ -75,14 +75,14 @@ def _mni_template():
     return sf.load_ras(path)
 
 
-@functools.lru_cache(maxsize=1)
-def _nlin6_template():
+@functools.lru_cache(maxsize=2)
+def _nlin6_template(cache_dir: Path | None = None):
     """The 2009aSym T1 carried into MNI152NLin6Asym through the cached bridge (2 mm FSL box).
 
     The subjects' standard-space maps live in NLin6Asym (the S1200 surfaces' space), which is
     reached from the 2009aSym T1 by the bridge of :mod:`isyb_dask.anat.bridge`; the FSL T1
-    itself is not shipped. ``None`` when the bridge is not in the cache (the report never
-    computes it).
+    itself is not shipped. ``None`` when the bridge is not in ``cache_dir`` (the run's
+    cache; None = the default cache): the report never computes it.
     """
     import nibabel as nib
 
@@ -91,12 +91,13 @@ def _nlin6_template():
     from isyb_dask.anat.warpfield import grid_points
     from isyb_dask.atlas import default_cache_dir
 
-    if not (default_cache_dir() / f"bridge-v{BRIDGE_VERSION}" / "bridge.json").exists():
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not (root / f"bridge-v{BRIDGE_VERSION}" / "bridge.json").exists():
         return None
     shape, affine = NLIN6_GRID
     pts = grid_points(shape, affine).reshape(-1, 3)
     t1, t1_affine = template_maps(1.0)["t1"]
-    values = sample_volume(t1, t1_affine, get_bridge().to_2009a(pts))
+    values = sample_volume(t1, t1_affine, get_bridge(root).to_2009a(pts))
     return nib.Nifti1Image(values.reshape(shape).astype(np.float32), affine)
 
 
@@ -189,7 +190,7 @@ def _registration(data: ReportData, files: SubjectFiles, figdir: Path, page_dir:
     def draw_mni(out: Path) -> Path:
         what = "T1w" if files.mni_t1w else "GM probability"
         space = files.mni_space or "MNI"
-        reference = _nlin6_template() if space == "MNI152NLin6Asym" else None
+        reference = _nlin6_template(data.cache_dir) if space == "MNI152NLin6Asym" else None
         if reference is not None:  # edges of the space the map is in
             return sf.edge_check(sf.load_ras(moving), reference, out,
                                  title=f"subject {what} in {space}, template T1 edges (red; "
