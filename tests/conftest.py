@@ -22,6 +22,13 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def template_cache(tmp_path_factory) -> Path:
+    """One template cache for the session: a template's carry-over registration to the
+    built-in head is computed once, as a run with ``--cache-dir`` does (~2.5 s each)."""
+    return tmp_path_factory.mktemp("template-cache")
+
+
 def _sha(path: Path) -> str:
     import hashlib
 

@@ -34,7 +34,7 @@ from isyb_dask.deface.templates import resolve_templates
 METHODS = ("maskface", "zero", "reface")
 
 
-def _templates(shared: "object", work) -> list:
+def _templates(shared: "object", work, cache) -> list:
     from isyb_dask.atlas import get_reference_atlas
 
     tpl = shared / "templates"
@@ -43,7 +43,7 @@ def _templates(shared: "object", work) -> list:
         f"SPM={tpl / 'spm_avg152T1_2mm_head.nii.gz'}:{tpl / 'spm_avg152T1_2mm_defacemask.nii.gz'}",
         f"MNIthree={tpl / 'mni152_fsl_T1_3mm_head.nii.gz'}",  # no mask: carried over
     ]
-    return resolve_templates(specs, None, work, atlas=get_reference_atlas())
+    return resolve_templates(specs, None, work, atlas=get_reference_atlas(), cache_dir=cache)
 
 
 def _face_columns(data: np.ndarray, affine: np.ndarray, builtin) -> tuple[np.ndarray, tuple]:
@@ -65,7 +65,10 @@ def _run_all(head_path, templates, out):
     data = np.asarray(img.dataobj, dtype=np.float64)
     runs = {}
     for m in METHODS:
-        res = run_deface(head_path, "sub-x", templates, DefaceConfig(method=m), out / m)
+        # the stage's own audit is off: the tests below audit the outputs themselves
+        res = run_deface(head_path, "sub-x", templates, DefaceConfig(method=m, audit=False),
+                         out / m)
+        assert res["audit_note"].startswith("face audit skipped: switched off")
         arrs = {}
         for t in templates:
             p = out / m / "sub-x" / "anat" / f"sub-x_desc-defaced{t.name}_T1w.nii.gz"
@@ -77,21 +80,21 @@ def _run_all(head_path, templates, out):
 
 
 @pytest.fixture(scope="module")
-def volunteer(shared_data, tmp_path_factory):
+def volunteer(shared_data, tmp_path_factory, template_cache):
     work = tmp_path_factory.mktemp("vol")
-    templates = _templates(shared_data, work)
+    templates = _templates(shared_data, work, template_cache)
     head = shared_data / "heads" / "xa30_sub1_T1w_tfl_2mm.nii.gz"
     return (templates, *_run_all(head, templates, work))
 
 
 @pytest.fixture(scope="module")
-def generated(shared_data, tmp_path_factory):
+def generated(shared_data, tmp_path_factory, template_cache):
     from isyb_dask.synth.cohort import generate_study
 
     work = tmp_path_factory.mktemp("gen")
     root = generate_study(work / "bids", 1, seed=3, voxel_size=2.0, modalities=("anat",))
     head = next(root.glob("sub-*/anat/*_T1w.nii.gz"))
-    templates = _templates(shared_data, work)
+    templates = _templates(shared_data, work, template_cache)
     return (templates, *_run_all(head, templates, work))
 
 

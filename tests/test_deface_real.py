@@ -13,13 +13,14 @@ from isyb_dask.deface.templates import resolve_templates
 
 
 @pytest.fixture(scope="module")
-def real_run(shared_data, tmp_path_factory):
+def real_run(shared_data, tmp_path_factory, template_cache):
     from isyb_dask.atlas import get_reference_atlas
 
     work = tmp_path_factory.mktemp("real")
     tpl = shared_data / "templates"
     spec = f"MNI152={tpl / 'mni152_fsl_T1_2mm_head.nii.gz'}:{tpl / 'mni152_2mm_defacemask_mydeface.nii.gz'}"
-    templates = resolve_templates([spec], None, work, atlas=get_reference_atlas())
+    templates = resolve_templates([spec], None, work, atlas=get_reference_atlas(),
+                                  cache_dir=template_cache)
     head = shared_data / "heads" / "xa30_sub1_T1w_tfl_2mm.nii.gz"
     mni = [t for t in templates if t.name == "MNI152"]
     res = run_deface(head, "sub-xa30", mni, DefaceConfig(), work / "out")

@@ -73,6 +73,11 @@ class DefaceConfig:
     brain_grow_mm
         Without a subject anatomy: growth of the carried atlas brain into brain-bright
         voxels (:func:`isyb_dask.deface.brainmask.grow_brain`).
+    audit
+        Run the face audit (renders, face detection, re-identification embedding) on every
+        defaced head (default). ``False`` skips it, as when the ``audit`` extra is not
+        installed: the audit columns stay empty and the stage's ``audit_note`` says why.
+        For re-running the masking alone; a release should keep the audit.
     """
 
     method: str = "maskface"
@@ -99,6 +104,7 @@ class DefaceConfig:
     face_up_mm: float = 40.0
     brain_grow_mm: float = 3.0
     zero_coat_mm: float = 8.0
+    audit: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

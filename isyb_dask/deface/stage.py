@@ -361,8 +361,11 @@ def run_deface(
     # re-identification embedding; the original's render stays in memory.
     from isyb_dask.deface.audit import attach_audit
 
-    audit_note = attach_audit(results, original, img.affine, defaced_all, out_dir, subject,
-                              keep_original=cfg.keep_removed_face)
+    if cfg.audit:
+        audit_note = attach_audit(results, original, img.affine, defaced_all, out_dir,
+                                  subject, keep_original=cfg.keep_removed_face)
+    else:
+        audit_note = "face audit skipped: switched off (deface.audit: false)"
     return {"templates": results, "face_masks": face_masks, "brain_mask": brain_path,
             "nmi_mask_voxels": nmi_voxels, "audit_note": audit_note}
 
