@@ -30,10 +30,19 @@ REPO = Path(__file__).resolve().parents[1]
 GiB = 2**30
 
 
+def _sigint_default() -> None:
+    # a suite started as a background job of a non-interactive shell inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler in its children
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+        preexec_fn=_sigint_default,
     )
 
 
