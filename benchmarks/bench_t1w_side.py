@@ -15,7 +15,8 @@ Usage (one core)::
 
     git worktree add /tmp/isyb-base d8c5e3a
     OMP_NUM_THREADS=1 ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 \\
-        .venv/bin/python benchmarks/bench_t1w_side.py --baseline /tmp/isyb-base [--voxel 1]
+        .venv/bin/python benchmarks/bench_t1w_side.py --baseline /tmp/isyb-base [--voxel 1] \\
+        [--no-audit]
 
 The subject is the real 2 mm volunteer (``--voxel 2``) or the bench_qc_anat 1 mm head made
 from it (``--voxel 1``, 256x256x188). Also printed: the largest IQM difference between
@@ -25,6 +26,7 @@ the trees and the deface NMI of each template (to show what changed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -54,8 +56,12 @@ def _extra_templates(folder: Path) -> list[str]:
     return specs
 
 
-def worker(t1w: Path, out: Path, result: Path) -> None:
-    """Run the T1w side in this process (PYTHONPATH chooses the code tree)."""
+def worker(t1w: Path, out: Path, result: Path, audit: bool = True) -> None:
+    """Run the T1w side in this process (PYTHONPATH chooses the code tree).
+
+    ``audit=False`` switches the deface stage's face audit off where the tree has the switch
+    (``DefaceConfig.audit``), to compare like for like with a baseline that had no audit.
+    """
     from isyb_dask.atlas import get_reference_atlas
     from isyb_dask.config import RunConfig
     from isyb_dask.deface.stage import run_deface
@@ -67,6 +73,8 @@ def worker(t1w: Path, out: Path, result: Path) -> None:
 
     atlas = get_reference_atlas()
     cfg = RunConfig()
+    if not audit and "audit" in {f.name for f in dataclasses.fields(cfg.deface)}:
+        cfg = dataclasses.replace(cfg, deface=dataclasses.replace(cfg.deface, audit=False))
     templates = resolve_templates(_extra_templates(out), None, out / "work")
     surf = load_fslr32k()
     inp = SubjectInputs(subject="sub-bench", t1w=t1w)
@@ -108,13 +116,14 @@ def worker(t1w: Path, out: Path, result: Path) -> None:
     }))
 
 
-def run_tree(tree: Path, t1w: Path, tmp: Path, tag: str) -> dict:
+def run_tree(tree: Path, t1w: Path, tmp: Path, tag: str, audit: bool = True) -> dict:
     out = tmp / tag
     out.mkdir()
     result = tmp / f"{tag}.json"
     env = dict(os.environ, PYTHONPATH=str(tree))
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(t1w),
-                    str(out), str(result)], check=True, env=env, cwd=str(tree))
+                    str(out), str(result)] + ([] if audit else ["--no-audit"]),
+                   check=True, env=env, cwd=str(tree))
     return json.loads(result.read_text())
 
 
@@ -124,9 +133,11 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, required=False)
     parser.add_argument("--voxel", type=float, default=1.0)
     parser.add_argument("--worker", nargs=3, type=Path)
+    parser.add_argument("--no-audit", action="store_true",
+                        help="this tree without the deface stage's face audit (like for like)")
     args = parser.parse_args()
     if args.worker:
-        worker(*args.worker)
+        worker(*args.worker, audit=not args.no_audit)
         return
     import nibabel as nb
 
@@ -141,7 +152,7 @@ def main() -> None:
         else:
             t1w = SHARED / "heads" / "xa30_sub1_T1w_tfl_2mm.nii.gz"
         print(f"subject {t1w.name}: {nb.load(t1w).shape} @ {nb.load(t1w).header.get_zooms()}")
-        rows = {"this tree": run_tree(tree, t1w, tmp, "new")}
+        rows = {"this tree": run_tree(tree, t1w, tmp, "new", audit=not args.no_audit)}
         if args.baseline:
             rows["baseline"] = run_tree(args.baseline, t1w, tmp, "base")
         for name, r in rows.items():
