@@ -33,5 +33,3 @@ def test_readers_use_the_writers_names(tmp_path):
 
     assert paths.render_path is outputs.render_path
     assert audit.embeddings_path is outputs.embeddings_path
-    owners = {o.owner for o in outputs.DEFACE_OUTPUTS.values()}
-    assert owners == {"deface"}

@@ -8,6 +8,15 @@ import pytest
 from isyb_dask.report import subject_page
 
 
+@pytest.fixture(scope="module")
+def bridge_root():
+    """The cache root holding the bridge (built once if this session has not yet)."""
+    from isyb_dask.anat.bridge import bridge_dir, get_bridge
+
+    get_bridge()
+    return bridge_dir().parent
+
+
 def test_nlin6_reference_needs_the_cached_bridge(tmp_path, monkeypatch):
     monkeypatch.setenv("ISYB_CACHE_DIR", str(tmp_path))  # empty cache: no bridge
     subject_page._nlin6_template.cache_clear()
@@ -17,12 +26,9 @@ def test_nlin6_reference_needs_the_cached_bridge(tmp_path, monkeypatch):
         subject_page._nlin6_template.cache_clear()
 
 
-def test_nlin6_reference_is_the_2009a_t1_through_the_bridge():
-    from isyb_dask.anat.bridge import BRIDGE_VERSION, NLIN6_GRID, template_maps
-    from isyb_dask.atlas import default_cache_dir
+def test_nlin6_reference_is_the_2009a_t1_through_the_bridge(bridge_root):
+    from isyb_dask.anat.bridge import NLIN6_GRID, template_maps
 
-    if not (default_cache_dir() / f"bridge-v{BRIDGE_VERSION}" / "bridge.json").exists():
-        pytest.skip("bridge not built in this cache")
     subject_page._nlin6_template.cache_clear()
     img = subject_page._nlin6_template()
     shape, affine = NLIN6_GRID
@@ -58,15 +64,12 @@ def test_report_reads_the_reidentification_table(tmp_path):
     assert table.loc[0, "rank1_rate"] == 0.25 and table.loc[1, "ci_high"] == 0.527
 
 
-def test_nlin6_reference_is_read_from_the_runs_cache_dir(tmp_path, monkeypatch):
+def test_nlin6_reference_is_read_from_the_runs_cache_dir(bridge_root, tmp_path, monkeypatch):
     # a run with --cache-dir keeps its bridge there, not in the default cache
-    from isyb_dask.anat.bridge import BRIDGE_VERSION, NLIN6_GRID
-    from isyb_dask.atlas import default_cache_dir
+    from isyb_dask.anat.bridge import NLIN6_GRID
     from isyb_dask.report.data import load_report_data
 
-    run_cache = default_cache_dir()
-    if not (run_cache / f"bridge-v{BRIDGE_VERSION}" / "bridge.json").exists():
-        pytest.skip("bridge not built in this cache")
+    run_cache = bridge_root
     monkeypatch.setenv("ISYB_CACHE_DIR", str(tmp_path / "empty"))  # the default has none
     subject_page._nlin6_template.cache_clear()
     try:

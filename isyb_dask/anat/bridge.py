@@ -43,6 +43,8 @@ __all__ = [
     "BRIDGE_VERSION",
     "NLIN6_GRID",
     "Bridge",
+    "bridge_dir",
+    "cached_bridge",
     "get_bridge",
     "rasterise_ribbon",
     "sample_volume",
@@ -212,6 +214,25 @@ def _grid(shape, affine) -> np.ndarray:
     return grid_points(shape, affine).reshape(-1, 3)
 
 
+def bridge_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Folder of the cached bridge below a cache root (default: the default cache)."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / f"bridge-v{BRIDGE_VERSION}"
+
+
+def cached_bridge(cache_dir: str | os.PathLike[str] | None = None) -> Bridge | None:
+    """The bridge if it is already in the cache, else None (never computes it)."""
+    cache = bridge_dir(cache_dir)
+    if not (cache / "bridge.json").exists():
+        return None
+    meta = json.loads((cache / "bridge.json").read_text())
+    return Bridge(
+        to_2009a=DenseField.load(cache / "nlin6_to_2009a.nii.gz"),
+        to_nlin6=DenseField.load(cache / "2009a_to_nlin6.nii.gz"),
+        accuracy=meta["accuracy"],
+    )
+
+
 def get_bridge(cache_dir: str | os.PathLike[str] | None = None, *, seed: int = 1) -> Bridge:
     """Return the NLin6Asym <-> 2009aSym bridge, computing and caching it on first use.
 
@@ -219,13 +240,14 @@ def get_bridge(cache_dir: str | os.PathLike[str] | None = None, *, seed: int = 1
     ----------
     cache_dir
         Cache root (default ``$ISYB_CACHE_DIR`` or ``~/.cache/isyb-dask``); the bridge lives
-        in ``bridge-v<N>/``, built in a private folder and moved into place atomically.
+        in ``bridge-v<N>/`` (:func:`bridge_dir`), built in a private folder and moved into
+        place atomically.
     seed
         ANTs seed of the one-off registration.
     """
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache = root / f"bridge-v{BRIDGE_VERSION}"
+    cache = bridge_dir(cache_dir)
     if not (cache / "bridge.json").exists():
+        root = cache.parent
         root.mkdir(parents=True, exist_ok=True)
         tmp = root / f".bridge-build-{os.getpid()}-{os.urandom(4).hex()}"
         _compute(tmp, seed)
@@ -233,9 +255,7 @@ def get_bridge(cache_dir: str | os.PathLike[str] | None = None, *, seed: int = 1
             os.rename(tmp, cache)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-    meta = json.loads((cache / "bridge.json").read_text())
-    return Bridge(
-        to_2009a=DenseField.load(cache / "nlin6_to_2009a.nii.gz"),
-        to_nlin6=DenseField.load(cache / "2009a_to_nlin6.nii.gz"),
-        accuracy=meta["accuracy"],
-    )
+    bridge = cached_bridge(cache_dir)
+    if bridge is None:
+        raise RuntimeError(f"the NLin6Asym bridge could not be placed in {cache}")
+    return bridge

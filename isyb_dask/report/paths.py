@@ -87,11 +87,9 @@ def subject_files(out_dir: Path, subject: str, templates: list[str],
         if p is not None:
             files.probseg[tissue] = p
     for t in templates:
-        for label in dict.fromkeys([t, template_label(t)]):
-            p = _first(der, "anat", f"{s}*_desc-defaced{label}_T1w.nii*")
-            if p is not None:
-                files.defaced[t] = p
-                break
+        p = _first(der, "anat", f"{s}*_desc-defaced{template_label(t)}_T1w.nii*")
+        if p is not None:
+            files.defaced[t] = p
         r = render_path(Path(out_dir), s, t)
         if r.is_file():
             files.renders[t] = r

@@ -86,18 +86,16 @@ def _nlin6_template(cache_dir: Path | None = None):
     """
     import nibabel as nib
 
-    from isyb_dask.anat.bridge import BRIDGE_VERSION, NLIN6_GRID, get_bridge, sample_volume, \
-        template_maps
+    from isyb_dask.anat.bridge import NLIN6_GRID, cached_bridge, sample_volume, template_maps
     from isyb_dask.anat.warpfield import grid_points
-    from isyb_dask.atlas import default_cache_dir
 
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if not (root / f"bridge-v{BRIDGE_VERSION}" / "bridge.json").exists():
+    bridge = cached_bridge(cache_dir)
+    if bridge is None:
         return None
     shape, affine = NLIN6_GRID
     pts = grid_points(shape, affine).reshape(-1, 3)
     t1, t1_affine = template_maps(1.0)["t1"]
-    values = sample_volume(t1, t1_affine, get_bridge(root).to_2009a(pts))
+    values = sample_volume(t1, t1_affine, bridge.to_2009a(pts))
     return nib.Nifti1Image(values.reshape(shape).astype(np.float32), affine)
 
 
@@ -301,7 +299,7 @@ def write_subject_page(data: ReportData, subject: str, *, fd_threshold: float = 
                 _maps(files, figdir, page_dir, subject)),
         section("iqms", "IQMs against the group", _iqms(data, subject)),
     ])
-    nav = [(html.escape(f"../report.html#subjects"), "group report")] + [
+    nav = [(html.escape("../report.html#subjects"), "group report")] + [
         (f"#{s}", s) for s in SUBJECT_SECTIONS]
     page_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(page(f"{subject}: isyb-dask subject report", nav, body), encoding="utf-8")

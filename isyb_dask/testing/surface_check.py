@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nb
 import numpy as np
 
 __all__ = ["PlacedSubject", "gm_scores", "independent_gm", "place_subject"]
@@ -45,15 +44,20 @@ class PlacedSubject:
     fslr: Any
 
 
-def place_subject(t1w: Path, threads: int = 1) -> PlacedSubject:
-    """Run the anatomical reference, SyN, placement and refinement on one T1w.
+def place_subject(t1w: Path, threads: int = 1, out_dir: Path | None = None) -> PlacedSubject:
+    """Run the anatomical reference and its standard-space placement on one T1w.
 
-    This is what ``anat.placement.attach_standard_space`` does in a run, plus the affine-only
-    placement (the atlas registration's T1w -> MNI chain) as the baseline.
+    The refined surfaces come from :func:`isyb_dask.anat.placement.attach_standard_space`,
+    the function ``isyb run`` calls (it also writes the transforms and surfaces, into
+    ``out_dir`` or a temporary folder); the SyN-only placement is that normalisation's
+    surfaces before refinement, and the affine-only baseline is the atlas registration's
+    T1w -> MNI chain.
     """
-    from isyb_dask.anat.normalize import normalize_to_standard
+    import tempfile
+
+    from isyb_dask.anat.placement import attach_standard_space
     from isyb_dask.anat.reference import build_anatomy
-    from isyb_dask.anat.surfaces import place_surfaces, refine_surfaces
+    from isyb_dask.anat.surfaces import place_surfaces
     from isyb_dask.atlas import get_reference_atlas
     from isyb_dask.config import RunConfig
     from isyb_dask.metrics.fslr import load_fslr32k
@@ -62,17 +66,15 @@ def place_subject(t1w: Path, threads: int = 1) -> PlacedSubject:
 
     atlas, cfg, fslr = get_reference_atlas(), RunConfig(), load_fslr32k()
     anatomy = build_anatomy(Path(t1w), "sub-check", atlas, cfg, threads=threads)
-    affine = anatomy.canonical.affine
-    n4 = nb.Nifti1Image(np.asarray(anatomy.n4, dtype=np.float32), affine)
-    norm = normalize_to_standard(n4, anatomy.brain_mask, anatomy.posteriors,
-                                 seed=cfg.deface.seed, threads=threads)
-    placed = place_surfaces(norm, fslr)
+    with tempfile.TemporaryDirectory(prefix="isyb-check-") as tmp:
+        attach_standard_space(anatomy, out_dir if out_dir is not None else tmp,
+                              seed=cfg.deface.seed, threads=threads)
     surfaces = {
         "affine": place_fslr_affine(chain_from_anatomy(anatomy, atlas).t1w_to_mni, fslr),
-        "syn": placed,
-        "refined": refine_surfaces(placed, fslr, anatomy.posteriors, affine),
+        "syn": place_surfaces(anatomy.standard, fslr),
+        "refined": anatomy.surfaces,
     }
-    return PlacedSubject(anatomy, norm.space, surfaces, fslr)
+    return PlacedSubject(anatomy, anatomy.standard.space, surfaces, fslr)
 
 
 def independent_gm(anatomy, mrf: str = "[0.1,1x1x1]") -> np.ndarray:
