@@ -26,7 +26,7 @@ figure{margin:0.8em 0}figcaption{font-size:0.85em;color:#555;max-width:900px}
 .plots{display:flex;flex-wrap:wrap;gap:6px}.plots svg{border:1px solid #eee}
 svg .pt:hover{stroke:#000;stroke-width:1.5}.st-failed,.st-partial{color:#a33}
 .st-excluded{color:#a60}.scroll{max-height:26em;overflow-y:auto;display:inline-block}
-.dl{font-size:0.85em}.dl a{margin-right:1em}.fail{border:2px solid #c44e52;padding:0.5em}
+.dl{font-size:0.85em}.dl a,.dl .na{margin-right:1em}.fail{border:2px solid #c44e52;padding:0.5em}
 """
 
 # Records script errors and image decoding in body data attributes (read by the tests).
