@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +38,7 @@ import numpy as np
 from isyb_dask import registration as reg
 from isyb_dask.errors import InputError, RegistrationError
 from isyb_dask.io.nifti import check_head_in_view, file_sha256, load_image
+from isyb_dask.registration.heads import head_on_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     import SimpleITK as sitk
@@ -124,16 +124,13 @@ class SubjectAnatomy:
         return np.asarray(self.atlas_registration.matrix_ras, dtype=np.float64)
 
 
-@lru_cache(maxsize=4)
-def _atlas_head(path: str, mtime: float) -> "sitk.Image":
-    del mtime  # cache key only
-    head = reg.to_canonical(load_image(path, ndim=3))
-    return reg.downsample(reg.to_sitk(head), REG_STEP_MM)
-
-
 def atlas_head_image(path: str | os.PathLike[str]) -> "sitk.Image":
-    """The template head as the deface-grade registration uses it (canonical, 2 mm, cached)."""
-    return _atlas_head(str(path), os.path.getmtime(path))
+    """The template head as the deface-grade registration uses it (canonical, 2 mm, cached).
+
+    The same cached image the deface stage registers for the built-in template
+    (:func:`isyb_dask.registration.heads.head_on_grid`).
+    """
+    return head_on_grid(path, REG_STEP_MM)
 
 
 def _register_head(fixed: "sitk.Image", head_path: Path, *, seed: int, threads: int

@@ -20,6 +20,7 @@ from isyb_dask.deface.config import DefaceConfig
 from isyb_dask.deface.templates import Template
 from isyb_dask.errors import RegistrationError
 from isyb_dask.io.nifti import load_image
+from isyb_dask.registration.heads import head_on_grid
 
 __all__ = ["face_normal", "template_registration"]
 
@@ -40,8 +41,7 @@ def _template_images(
 ) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
     """Canonical template head (down-sampled to the finest registration level) and masks."""
     del mtime  # part of the cache key only
-    head_img = reg.to_canonical(load_image(head, ndim=3))
-    head_s = reg.downsample(reg.to_sitk(head_img), _REG_STEP_MM)
+    head_s = head_on_grid(head, _REG_STEP_MM)  # the atlas registration's, for the built-in head
     face_s = reg.to_sitk(reg.to_canonical(load_image(face, ndim=3, check_values=False)), dtype=np.float32)
     # continue the face mask beyond the template's FOV by its edge values (a FOV that cuts
     # the nose tip must not keep the subject's nose tip)

@@ -4,7 +4,9 @@
   canonical reorientation, resampling, down-sampling, thread pinning;
 * :mod:`isyb_dask.registration.affine`: the multi-resolution rigid/affine registration
   (:func:`register_affine`);
-* :mod:`isyb_dask.registration.checks`: the plausibility check of its result.
+* :mod:`isyb_dask.registration.checks`: the plausibility check of its result;
+* :mod:`isyb_dask.registration.heads`: template heads on the registration grid, read once per
+  process and shared by the atlas and deface registrations.
 
 Callers use the package namespace (``from isyb_dask import registration as reg``;
 ``reg.register_affine``); tests that count registrations patch ``register_affine`` here.
