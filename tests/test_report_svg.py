@@ -152,3 +152,18 @@ def test_audit_rates_per_template(tmp_path):
     assert titles == ["MNI152: 66.7%", "CN200: 25.0%", "MNI152: 50.0%", "CN200: 33.3%"]
     assert (tmp_path / "report_tables" / "deface_audit.tsv").is_file()
     assert 'href="report_tables/deface_audit.tsv"' in html
+    # chance of rank 1 among the 4 and 3 subjects ranked
+    assert "chance 1/3 = 33.3%; 1/4 = 25.0%" in html
+
+
+def test_rank1_bar_of_one_subject_is_not_a_rate(tmp_path):
+    # one subject is always rank 1 of 1: chance, not re-identification
+    import xarray as xr
+
+    from isyb_dask.report.group_page import _audit
+
+    ds = xr.Dataset({"reid_rank": (("subject", "template"), np.array([[1.0, 1.0]]))},
+                    coords={"subject": ["a"], "template": ["MNI152", "CN200"]})
+    html = _audit(ReportData(out_dir=tmp_path, store=tmp_path / "results.zarr", deface=ds))
+    assert re.findall(r"<title>([^<]*)</title>", html) == ["MNI152: n/a", "CN200: n/a"]
+    assert "needs at least 2 subjects" in html

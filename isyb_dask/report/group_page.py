@@ -105,13 +105,32 @@ def _audit(data: ReportData) -> str:
         arr = ds[var].transpose("subject", "template").values.astype(float)
         rates = [(t, float(np.mean(fn(col[np.isfinite(col)]))) if np.isfinite(col).any()
                   else float("nan")) for t, col in zip(data.templates, arr.T)]
-        parts.append(bar_plot(rates, title + " (rate per template)"))
+        suffix = " (rate per template)"
+        if var == "reid_rank":
+            rates, suffix = _against_chance(rates, arr)
+        parts.append(bar_plot(rates, title + suffix))
     extra = ""
     if data.deface_audit is not None:
         path = write_tsv(data.deface_audit, data.out_dir, "deface_audit.tsv")
         extra = table_html(data.deface_audit, max_rows=20) + _links(
             data.out_dir, [(path, "deface_audit.tsv")])
     return ('<h3>Defacing audit</h3><div class="plots">' + "".join(parts) + "</div>" + extra)
+
+
+def _against_chance(rates: list[tuple[str, float]], ranks: np.ndarray
+                    ) -> tuple[list[tuple[str, float]], str]:
+    """Rank-1 rates with the chance level in the title; no rate from fewer than 2 subjects.
+
+    Each subject is ranked among the N subjects ranked for the template, so chance is 1/N:
+    with one subject every rank is 1 and a "100 %" bar would say nothing.
+    """
+    counts = np.isfinite(ranks).sum(axis=0)
+    rates = [(t, r if n >= 2 else float("nan")) for (t, r), n in zip(rates, counts)]
+    sizes = sorted({int(n) for n in counts if n >= 2})
+    if not sizes:
+        return rates, " (needs at least 2 subjects: chance is 1/N)"
+    chance = "; ".join(f"1/{n} = {100.0 / n:.1f}%" for n in sizes)
+    return rates, f" (rate per template; chance {chance})"
 
 
 def _defacing(data: ReportData) -> str:
