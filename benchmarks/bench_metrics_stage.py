@@ -53,8 +53,10 @@ def prepare(bids: Path, refs: Path) -> None:
 
     inp = subject_inputs(index_bids(bids), ["sub-0001"])[0]
     cfg = RunConfig()
-    anatomy = build_anatomy(inp.t1w, inp.subject, get_reference_atlas(), cfg, threads=1)
-    attach_standard_space(anatomy, refs.parent / "prep-out", seed=cfg.deface.seed, threads=1)
+    atlas = get_reference_atlas()
+    anatomy = build_anatomy(inp.t1w, inp.subject, atlas, cfg, threads=1)
+    attach_standard_space(anatomy, refs.parent / "prep-out", seed=cfg.deface.seed, threads=1,
+                          atlas=atlas)
     bold_ref = build_bold_reference(inp.bold, inp.bold_meta, cfg.qc, threads=1)
     with open(refs, "wb") as fh:
         pickle.dump({"inputs": inp, "anatomy": anatomy, "bold_ref": bold_ref}, fh, protocol=5)

@@ -32,8 +32,8 @@ SHARED = Path(
 )
 
 
-def make_subject(out: Path) -> Path:
-    """Write a 1 mm 256x256x188 T1w made from the real 2 mm volunteer."""
+def make_subject(out: Path, noise_seed: int = 0) -> Path:
+    """Write a 1 mm 256x256x188 T1w made from the real 2 mm volunteer (Rician noise seeded)."""
     src = nb.as_closest_canonical(nb.load(SHARED / "heads" / "xa30_sub1_T1w_tfl_2mm.nii.gz"))
     data = np.asarray(src.dataobj, dtype=np.float32)
     up = ndi.zoom(data, 2.0, order=3, mode="nearest")  # 192 x 256 x 256 at 1 mm
@@ -41,7 +41,7 @@ def make_subject(out: Path) -> Path:
     grid = np.zeros((256, 256, 188), np.float32)
     x0 = (256 - up.shape[0]) // 2
     grid[x0 : x0 + up.shape[0], :, :] = up[:, :256, up.shape[2] - 188 :]
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(noise_seed)
     noise = 0.01 * float(np.percentile(data, 99))
     grid = np.hypot(grid + rng.normal(0, noise, grid.shape), rng.normal(0, noise, grid.shape))
     aff = src.affine.copy()

@@ -123,7 +123,7 @@ def audited_run(tmp_path_factory):
     real_syn = ants.registration
 
     def syn(fixed, moving, *a, **k):
-        registrations.append({"dof": "syn", "seeded": False,
+        registrations.append({"dof": "syn", "seeded": k.get("initial_transform") is not None,
                               "type": k.get("type_of_transform"), "moving_size": moving.shape})
         return real_syn(fixed, moving, *a, **k)
 
@@ -189,10 +189,12 @@ def test_registrations_are_not_repeated(audited_run):
     # one atlas registration (reused by deface for the built-in head, by the QC and the
     # metrics) + one for the extra template, started from the atlas one composed with the
     # run-level template -> built-in registration; one rigid BOLD -> T1w; one non-linear
-    # normalisation of the T1w to the surfaces' space
+    # normalisation of the T1w to the surfaces' space, deformable only, started from the
+    # atlas registration (no second affine registration inside ANTs)
     assert len(affine) == 2, regs
     assert [r["seeded"] for r in affine] == [False, True], regs
     assert len(nonlinear) == 1, regs
+    assert nonlinear[0]["seeded"] and nonlinear[0]["type"] == "SyNOnly", regs
     assert len(rigid) == 1, regs
 
 

@@ -113,6 +113,34 @@ def test_image_to_standard_known_shift():
 
 
 @pytest.mark.slow
+def test_normalize_from_an_initial_affine_runs_the_deformable_stage_only():
+    """With a start (the atlas registration's T1w -> 2009aSym affine), ANTs runs SyNOnly from
+    it: a subject moved by 12 mm and a start that knows the move must map back to within the
+    accuracy of the unseeded route; a start in the wrong direction (the convention swapped)
+    would leave a 24 mm error that the deformable stage cannot remove."""
+    import nibabel as nb
+
+    from isyb_dask.anat.bridge import get_bridge, template_maps
+    from isyb_dask.anat.normalize import normalize_to_standard
+
+    t1, aff = template_maps(1.0)["t1"]
+    shift = np.array([12.0, -8.0, 5.0])
+    moved = aff.copy()
+    moved[:3, 3] += shift
+    img = nb.Nifti1Image((t1 * 1000).astype(np.float32), moved)
+    t1w_to_mni = np.eye(4)
+    t1w_to_mni[:3, 3] = -shift
+    norm = normalize_to_standard(img, t1 > 0.05, None, seed=1, threads=1, initial=t1w_to_mni)
+    assert norm.info["start"].startswith("the atlas registration")
+    rng = np.random.default_rng(4)
+    x = rng.uniform([-55, -80, -30], [55, 50, 60], size=(300, 3))
+    err = np.linalg.norm(norm.points_to_t1w(x) - (get_bridge().to_2009a(x) + shift), axis=1)
+    assert np.median(err) < 1.0 and np.percentile(err, 95) < 2.0
+    with pytest.raises(ValueError, match="invertible"):
+        normalize_to_standard(img, t1 > 0.05, None, seed=1, threads=1, initial=np.zeros((4, 4)))
+
+
+@pytest.mark.slow
 def test_normalize_recovers_a_known_shift_of_the_template():
     """Subject = the 2009aSym brain moved by a known translation: standard -> T1w must be
     the bridge followed by that translation (checks the LPS and point/image conventions)."""

@@ -31,6 +31,7 @@ def attach_standard_space(
     seed: int,
     threads: int,
     cache_dir: str | os.PathLike[str] | None = None,
+    atlas: Any = None,
 ) -> list[Path]:
     """Normalise, place and refine the surfaces; fill ``anatomy.standard``/``.surfaces``.
 
@@ -44,6 +45,11 @@ def attach_standard_space(
         Registration seed and thread count.
     cache_dir
         Cache root of the reference data (the bridge lives in ``bridge-v*`` below it).
+    atlas
+        The :class:`isyb_dask.atlas.ReferenceAtlas` whose head the anatomy was registered
+        to. Its head -> MNI152NLin2009aSym affine composed with the subject's atlas
+        registration is the start of the SyN (no second affine registration); without it
+        ANTs runs its own affine stage first.
 
     Returns
     -------
@@ -55,9 +61,10 @@ def attach_standard_space(
     from isyb_dask.metrics.fslr import load_fslr32k
 
     n4 = nb.Nifti1Image(np.asarray(anatomy.n4, dtype=np.float32), anatomy.canonical.affine)
+    initial = None if atlas is None else atlas.head_to_mni_affine() @ anatomy.t1w_to_atlas
     norm = normalize_to_standard(
         n4, anatomy.brain_mask, anatomy.posteriors, seed=seed, threads=threads,
-        cache_dir=None if cache_dir is None else Path(cache_dir),
+        cache_dir=None if cache_dir is None else Path(cache_dir), initial=initial,
     )
     fslr = load_fslr32k()
     refine_info: dict = {}

@@ -134,7 +134,7 @@ def _anatomy(inp: SubjectInputs, cfg: RunConfig, job: SubjectJob, threads: int, 
         from isyb_dask.anat.placement import attach_standard_space
 
         attach_standard_space(anatomy, job.out_dir, seed=cfg.deface.seed, threads=threads,
-                              cache_dir=cfg.cache_dir)
+                              cache_dir=cfg.cache_dir, atlas=job.atlas)
     return anatomy
 
 

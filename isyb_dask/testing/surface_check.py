@@ -68,7 +68,7 @@ def place_subject(t1w: Path, threads: int = 1, out_dir: Path | None = None) -> P
     anatomy = build_anatomy(Path(t1w), "sub-check", atlas, cfg, threads=threads)
     with tempfile.TemporaryDirectory(prefix="isyb-check-") as tmp:
         attach_standard_space(anatomy, out_dir if out_dir is not None else tmp,
-                              seed=cfg.deface.seed, threads=threads)
+                              seed=cfg.deface.seed, threads=threads, atlas=atlas)
     surfaces = {
         "affine": place_fslr_affine(chain_from_anatomy(anatomy, atlas).t1w_to_mni, fslr),
         "syn": place_surfaces(anatomy.standard, fslr),
