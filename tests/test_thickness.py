@@ -105,15 +105,17 @@ def test_fused_sulcal_banks_are_split(h):
     assert abs(np.median(split.thickness[split.gm & crown]) - 2.5) < 0.3
 
 
-def test_bounding_box_gives_the_whole_grid_result():
+@pytest.mark.parametrize("x0", [5, 6])
+def test_bounding_box_gives_the_whole_grid_result(x0):
     # the fused-sulcus phantom (skeleton, both length solves) off-centre in a grid with a
-    # wide empty margin: cropping to the tissue's box must not change a single value
+    # wide empty margin: cropping to the tissue's box must not change a single value, with
+    # the box's origin at an even and at an odd i + j + k (the red-black sweep order)
     from isyb_dask.metrics.thickness import _OUT, _laplace_in_box
 
     gm, wm, _ = _fused_sulcus(1.0)
     big_gm = np.zeros((70, 30, 80), np.float32)
     big_wm = np.zeros_like(big_gm)
-    big_gm[5:45, 20:26, 3:51], big_wm[5:45, 20:26, 3:51] = gm, wm
+    big_gm[x0:x0 + 40, 20:26, 3:51], big_wm[x0:x0 + 40, 20:26, 3:51] = gm, wm
     labels, p_out = tissue_labels(big_gm, big_wm)
     whole = _laplace_in_box(labels, p_out, big_wm, (1.0, 1.0, 1.0), 300, 1e-3, True)
     boxed = laplace_thickness(big_gm, big_wm, (1.0, 1.0, 1.0))

@@ -5,14 +5,14 @@ Method (Jones, Buchbinder & Aharon 2000; Yezzi & Prince 2003):
 1. Labels: each voxel goes to the class of largest posterior among WM, GM and "outside"
    (CSF plus everything out of the brain, ``1 - p_gm - p_wm``).
 2. Laplace's equation ``lap(u) = 0`` is solved in the GM with ``u = 0`` in the WM and
-   ``u = 1`` outside (Jacobi iterations on the GM voxels only, started from the normalised
-   distance ``d_wm / (d_wm + d_out)``, which is already close to the solution in a thin
-   ribbon). ``T = grad(u) / |grad(u)|`` gives the streamline direction.
+   ``u = 1`` outside (red-black Gauss-Seidel sweeps on the GM voxels only,
+   :mod:`isyb_dask.metrics.thickness_solvers`, started from the normalised distance
+   ``d_wm / (d_wm + d_out)``, which is already close to the solution in a thin ribbon). ``T = grad(u) / |grad(u)|`` gives the streamline direction.
 3. The lengths ``L0`` (to the WM boundary) and ``L1`` (to the outer boundary) along the
    streamlines solve ``grad(L0) . T = 1`` and ``-grad(L1) . T = 1`` (Yezzi & Prince's
    Eulerian PDEs). Upwind finite differences give, per GM voxel,
    ``L0(x) = (1 + sum_i |T_i|/h_i L0(x - s_i e_i)) / sum_i |T_i|/h_i`` with
-   ``s_i = sign(T_i)`` (and the mirror for ``L1``), iterated (Jacobi) to convergence.
+   ``s_i = sign(T_i)`` (and the mirror for ``L1``), iterated (Gauss-Seidel) to convergence.
 4. Boundary values use partial volume (sub-voxel boundary position, as in Acosta et al.
    2009): in 1-D a voxel whose WM fraction is ``f`` has its centre ``0.5 - f`` voxels from the
    WM boundary (positive on the GM side), so boundary voxels (voxels next to the GM with
@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from isyb_dask.blocks import padded_box
+from isyb_dask.metrics.thickness_solvers import neighbours, solve_laplace, solve_length
 
 __all__ = ["ThicknessResult", "laplace_thickness", "sulcal_skeleton", "tissue_labels"]
 
@@ -165,18 +166,6 @@ def sulcal_skeleton(
     return ridge
 
 
-def _neighbours(flat_idx: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """(n, 6) flat indices of the -x, +x, -y, +y, -z, +z neighbours (clipped at edges)."""
-    coords = np.unravel_index(flat_idx, shape)
-    out = np.empty((flat_idx.size, 6), dtype=np.int64)
-    for ax in range(3):
-        for k, step in enumerate((-1, 1)):
-            c = [np.asarray(a) for a in coords]
-            c[ax] = np.clip(c[ax] + step, 0, shape[ax] - 1)
-            out[:, 2 * ax + k] = np.ravel_multi_index(tuple(c), shape)
-    return out
-
-
 def _spacing_across(idx, side, gm, zooms) -> np.ndarray:
     """Voxel size across the boundary at boundary voxels ``idx`` (mean over the axes on
     which the voxel faces the other side: GM for ``side`` voxels, ``side`` for GM voxels)."""
@@ -192,67 +181,6 @@ def _spacing_across(idx, side, gm, zooms) -> np.ndarray:
             num += other * zooms[ax]
             den += other
     return np.where(den > 0, num / np.maximum(den, 1), float(np.mean(zooms)))
-
-
-def _solve_laplace(labels, gm_idx, nbr, zooms, init, max_iter, tol):
-    u = np.where(labels == _WM, 0.0, 1.0).ravel()
-    u[gm_idx] = init
-    w = np.repeat(1.0 / np.asarray(zooms, dtype=np.float64) ** 2, 2)
-    wsum = w.sum()
-    it = 0
-    for it in range(1, max_iter + 1):
-        new = (u[nbr] @ w) / wsum
-        delta = float(np.max(np.abs(new - u[gm_idx]))) if new.size else 0.0
-        u[gm_idx] = new
-        if delta < tol:
-            break
-    return u, it
-
-
-def _solve_length(
-    tangent, gm_idx, nbr, zooms, fixed_idx, fixed_val, upwind_sign, max_iter, tol, n_total, cap
-):
-    """Jacobi iterations of the upwind Eulerian length equation.
-
-    ``upwind_sign`` = +1 for L0 (look against T, towards the WM), -1 for L1. ``cap`` (per
-    GM voxel) bounds the length: near saddles of ``u`` two voxels can be upwind of each other
-    and the plain iteration would grow without bound.
-    """
-    length = np.full(n_total, np.nan)
-    length[fixed_idx] = fixed_val
-    is_fixed = np.zeros(length.size, dtype=bool)
-    is_fixed[fixed_idx] = True
-    free = ~is_fixed[gm_idx]
-    cols, weights = [], []
-    for ax in range(3):
-        t = upwind_sign * tangent[:, ax]
-        # neighbour in direction -sign(t) along this axis
-        col = np.where(t >= 0, nbr[:, 2 * ax], nbr[:, 2 * ax + 1])
-        cols.append(col)
-        weights.append(np.abs(t) / zooms[ax])
-    cols_a = np.stack(cols, axis=1)[free]
-    w_a = np.stack(weights, axis=1)[free]
-    target = gm_idx[free]
-    cap_free = cap[free]
-    length[target] = 0.0
-    # neighbours that are neither GM nor fixed contribute nothing (weights dropped)
-    known = is_fixed.copy()
-    known[gm_idx] = True
-    w_all = w_a.sum(axis=1)
-    w_a = w_a * known[cols_a]
-    # unknown upwind neighbours drop out; keep the denominator from collapsing
-    wsum = np.maximum(w_a.sum(axis=1), 0.5 * w_all)
-    ok = wsum > 0
-    it = 0
-    for it in range(1, max_iter + 1):
-        vals = np.nan_to_num(length[cols_a])
-        new = np.where(ok, (1.0 + (w_a * vals).sum(axis=1)) / np.where(ok, wsum, 1.0), 0.0)
-        new = np.minimum(new, cap_free)
-        delta = float(np.max(np.abs(new - length[target]))) if new.size else 0.0
-        length[target] = new
-        if delta < tol:
-            break
-    return length, it
 
 
 def laplace_thickness(
@@ -302,8 +230,9 @@ def laplace_thickness(
     # distances) and every GM and WM voxel is inside it; the result is embedded back.
     tissue = labels != _OUT
     box = padded_box(tissue, 2) if tissue.any() else tuple(slice(0, n) for n in shape)
+    parity = sum(sl.start for sl in box) % 2  # the crop sweeps in the whole grid's order
     full = _laplace_in_box(labels[box], p_out[box], p_wm[box], zooms, max_iter, tol,
-                           reconstruct_sulci)
+                           reconstruct_sulci, parity)
     thickness = np.zeros(shape, dtype=np.float32)
     thickness[box] = full.thickness
     gm_mask = np.zeros(shape, dtype=bool)
@@ -316,8 +245,11 @@ def laplace_thickness(
                            n_skeleton=full.n_skeleton, skeleton=skeleton)
 
 
-def _laplace_in_box(labels, p_out, p_wm, zooms, max_iter, tol, reconstruct_sulci):
-    """:func:`laplace_thickness` on one grid of labels (the tissue's bounding box)."""
+def _laplace_in_box(labels, p_out, p_wm, zooms, max_iter, tol, reconstruct_sulci, parity=0):
+    """:func:`laplace_thickness` on one grid of labels (the tissue's bounding box).
+
+    ``parity``: of ``i + j + k`` at the box's first voxel in the whole grid (the sweep order).
+    """
     shape = labels.shape
     # pad by one voxel so that every GM voxel has six in-volume neighbours
     labels = np.pad(labels, 1, constant_values=_OUT)
@@ -339,11 +271,14 @@ def _laplace_in_box(labels, p_out, p_wm, zooms, max_iter, tol, reconstruct_sulci
             thickness, gm[1:-1, 1:-1, 1:-1].copy(), {"laplace": 0, "l0": 0, "l1": 0}, n_ridge,
             None if ridge is None else ridge[1:-1, 1:-1, 1:-1].copy(),
         )
-    nbr = _neighbours(gm_idx, pshape)
+    nbr = neighbours(gm_idx, pshape)
     d_wm = ndimage.distance_transform_edt(labels != _WM, sampling=zooms).ravel()[gm_idx]
     d_out = ndimage.distance_transform_edt(labels != _OUT, sampling=zooms).ravel()[gm_idx]
     init = d_wm / np.maximum(d_wm + d_out, 1e-6)
-    u, n_lap = _solve_laplace(labels, gm_idx, nbr, zooms, init, max_iter, tol * 1e-2)
+    u0 = np.where(labels == _WM, 0.0, 1.0).ravel()
+    # the box is padded by one voxel below: its origin's parity flips
+    u, n_lap = solve_laplace(u0, gm_idx, nbr, zooms, init, max_iter, tol * 1e-2, pshape,
+                             1 - parity)
     grad = np.empty((gm_idx.size, 3))
     for ax in range(3):
         grad[:, ax] = (u[nbr[:, 2 * ax + 1]] - u[nbr[:, 2 * ax]]) / (2.0 * zooms[ax])
@@ -360,11 +295,13 @@ def _laplace_in_box(labels, p_out, p_wm, zooms, max_iter, tol, reconstruct_sulci
     val0 = (0.5 - p_wm_p.ravel()[fix0]) * _spacing_across(fix0, labels == _WM, gm, zooms)
     val1 = (0.5 - p_out.ravel()[fix1]) * _spacing_across(fix1, labels == _OUT, gm, zooms)
     h_max = max(zooms)
-    l0, n0 = _solve_length(
-        tangent, gm_idx, nbr, zooms, fix0, val0, +1, max_iter, tol, labels.size, 2 * d_wm + h_max
+    l0, n0 = solve_length(
+        tangent, gm_idx, nbr, zooms, fix0, val0, +1, max_iter, tol, labels.size, 2 * d_wm + h_max,
+        pshape, 1 - parity,
     )
-    l1, n1 = _solve_length(
-        tangent, gm_idx, nbr, zooms, fix1, val1, -1, max_iter, tol, labels.size, 2 * d_out + h_max
+    l1, n1 = solve_length(
+        tangent, gm_idx, nbr, zooms, fix1, val1, -1, max_iter, tol, labels.size,
+        2 * d_out + h_max, pshape, 1 - parity,
     )
     t = np.clip(l0[gm_idx], 0, None) + np.clip(l1[gm_idx], 0, None)
     t_pad = np.zeros(pshape, dtype=np.float32)
