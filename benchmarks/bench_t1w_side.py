@@ -16,7 +16,12 @@ Usage (one core)::
     git worktree add /tmp/isyb-base d8c5e3a
     OMP_NUM_THREADS=1 ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 \\
         .venv/bin/python benchmarks/bench_t1w_side.py --baseline /tmp/isyb-base [--voxel 1] \\
-        [--no-audit]
+        [--no-audit] [--warm]
+
+``--warm`` first runs another subject (the same head with other noise) through the same
+worker process, untimed, and times the second: what every subject after a worker's first
+costs in a run, when the template heads, atlas, bridge and imports are already loaded. Both
+trees get the same warm-up.
 
 The subject is the real 2 mm volunteer (``--voxel 2``) or the bench_qc_anat 1 mm head made
 from it (``--voxel 1``, 256x256x188). Also printed: the largest IQM difference between
