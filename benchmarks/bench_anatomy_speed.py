@@ -57,7 +57,8 @@ t0 = time.process_time()
 a = build_anatomy(t1, "sub-0001", atlas, cfg, threads=1)
 t1c = time.process_time()
 n4 = nb.Nifti1Image(np.asarray(a.n4, np.float32), a.canonical.affine)
-norm = normalize_to_standard(n4, a.brain_mask, a.posteriors, seed=cfg.deface.seed, threads=1)
+norm = normalize_to_standard(n4, a.brain_mask, a.posteriors, seed=cfg.deface.seed, threads=1,
+                             initial=atlas.head_to_mni_affine() @ a.t1w_to_atlas)  # as isyb run
 t2 = time.process_time()
 ref = build_bold_reference(bold, meta, cfg.qc, threads=1)
 t3 = time.process_time()

@@ -61,11 +61,13 @@ def refined_inputs(t1w: Path):
     from isyb_dask.metrics.fslr import load_fslr32k
 
     cfg, fs = RunConfig(), load_fslr32k()
-    an = build_anatomy(t1w, "sub-bench", get_reference_atlas(), cfg, threads=1)
+    atlas = get_reference_atlas()
+    an = build_anatomy(t1w, "sub-bench", atlas, cfg, threads=1)
     aff = an.canonical.affine
     n4 = nb.Nifti1Image(np.asarray(an.n4, dtype=np.float32), aff)
     norm = normalize_to_standard(n4, an.brain_mask, an.posteriors, seed=cfg.deface.seed,
-                                 threads=1)
+                                 threads=1,  # started from the atlas registration, as isyb run
+                                 initial=atlas.head_to_mni_affine() @ an.t1w_to_atlas)
     surfaces = refine_surfaces(place_surfaces(norm, fs), fs, an.posteriors, aff)
     post = np.stack([np.asarray(an.posteriors[k], dtype=np.float32)
                      for k in ("csf", "gm", "wm")])
