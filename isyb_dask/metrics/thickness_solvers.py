@@ -72,16 +72,24 @@ def solve_laplace(
 
 
 def solve_length(
-    tangent, gm_idx, nbr, zooms, fixed_idx, fixed_val, upwind_sign, max_iter, tol, n_total, cap,
-    shape, parity=0,
-):
+    tangent: np.ndarray, gm_idx: np.ndarray, nbr: np.ndarray, zooms: tuple[float, ...],
+    fixed_idx: np.ndarray, fixed_val: np.ndarray, upwind_sign: int, max_iter: int,
+    tol: float, n_total: int, cap: np.ndarray, shape: tuple[int, ...], parity: int = 0,
+) -> tuple[np.ndarray, int]:
     """Red-black Gauss-Seidel sweeps of the upwind Eulerian length equation.
 
-    ``upwind_sign`` = +1 for L0 (look against T, towards the WM), -1 for L1. ``cap`` (per
-    GM voxel) bounds the length: near saddles of ``u`` two voxels can be upwind of each other
-    and the plain iteration would grow without bound. The upwind neighbours of a voxel are
-    face neighbours, so they have the other colour (``shape``: the grid of the flat indices,
-    ``parity``: as in :func:`colours`).
+    ``tangent`` is the unit streamline direction at the GM voxels ``gm_idx`` (flat indices
+    into a grid of ``n_total`` voxels and shape ``shape``), ``nbr`` their face neighbours;
+    the voxels ``fixed_idx`` hold the boundary lengths ``fixed_val``. ``upwind_sign`` = +1
+    for L0 (look against T, towards the WM), -1 for L1. ``cap`` (per GM voxel) bounds the
+    length: near saddles of ``u`` two voxels can be upwind of each other and the plain
+    iteration would grow without bound. The upwind neighbours of a voxel are face
+    neighbours, so they have the other colour (``parity``: as in :func:`colours`).
+
+    Returns
+    -------
+    (numpy.ndarray, int)
+        Lengths on the flat grid (NaN away from the GM and the boundary) and the sweeps run.
     """
     length = np.full(n_total, np.nan)
     length[fixed_idx] = fixed_val
