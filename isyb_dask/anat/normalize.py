@@ -165,8 +165,9 @@ def normalize_to_standard(
     syn_iterations
         SyN iterations per level (shrink 4/2/1 on the 2 mm images). The 4 mm level costs
         about 0.3 s CPU per iteration (Mattes gradient, field smoothing and inversion);
-        10 there instead of 20 takes 2-3 s off a subject and leaves the mean GM posterior
-        at the refined midthickness within 0.003 (docs/metrics_surface.md).
+        10 there instead of 20 takes 0.3-3 s off a subject (less where SyN converges early)
+        and leaves the mean GM posterior at the refined midthickness within 0.003
+        (docs/metrics_surface.md).
     aff_sampling_rate
         Fraction of the template voxels (regular grid, seeded) that the Mattes metric of the
         affine stage samples. antspyx runs that stage with its own fixed schedule (shrink
@@ -268,18 +269,14 @@ def _write_initial(t1w_to_mni: np.ndarray, folder: Path) -> str:
     """Write a T1w -> 2009aSym world affine as the ITK start of an ANTs registration.
 
     ANTs' fixed image is the template and its moving image the subject, so the transform
-    maps template (fixed) points to subject (moving) points: the inverse of ``t1w_to_mni``,
-    in LPS.
+    maps template (fixed) points to subject (moving) points: the inverse of ``t1w_to_mni``.
     """
     import SimpleITK as sitk
 
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
-    m = lps @ np.linalg.inv(t1w_to_mni) @ lps
-    tx = sitk.AffineTransform(3)
-    tx.SetMatrix(m[:3, :3].ravel().tolist())
-    tx.SetTranslation(m[:3, 3].tolist())
+    from isyb_dask.registration import transform_from_ras
+
     path = folder / "initial.mat"
-    sitk.WriteTransform(tx, str(path))
+    sitk.WriteTransform(transform_from_ras(np.linalg.inv(t1w_to_mni)), str(path))
     return str(path)
 
 

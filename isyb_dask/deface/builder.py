@@ -44,13 +44,6 @@ def _matrix(tx: sitk.Transform) -> np.ndarray:
     return reg._lps_matrix(reg._as_affine(tx))
 
 
-def _affine_from_matrix(m: np.ndarray) -> sitk.AffineTransform:
-    tx = sitk.AffineTransform(3)
-    tx.SetMatrix(m[:3, :3].ravel().tolist())
-    tx.SetTranslation(m[:3, 3].tolist())
-    return tx
-
-
 def _mean_transform(mats: Sequence[np.ndarray]) -> np.ndarray:
     logs = [np.real(logm(m)) for m in mats]
     out = np.real(expm(np.mean(logs, axis=0)))
@@ -175,14 +168,14 @@ def build_template(
             last = it == iterations - 1
             acc = np.zeros(grid.GetSize()[::-1], dtype=np.float64)
             for h, m, biased in zip(heads, unbiased, mats):
-                tx: sitk.Transform = _affine_from_matrix(m)
+                tx: sitk.Transform = reg.affine_from_lps(m)
                 if last and nonlinear:
                     # refine against the current target (its frame), then map the new
                     # template frame into it: y -> inv(mean) y -> head
-                    refined = _bspline_refine(target, h, _affine_from_matrix(biased), seed, threads)
+                    refined = _bspline_refine(target, h, reg.affine_from_lps(biased), seed, threads)
                     tx = sitk.CompositeTransform(3)
                     tx.AddTransform(refined)
-                    tx.AddTransform(_affine_from_matrix(np.linalg.inv(mean)))
+                    tx.AddTransform(reg.affine_from_lps(np.linalg.inv(mean)))
                 warped = reg.resample_to(h, grid, tx, "linear", threads=threads)
                 acc += sitk.GetArrayViewFromImage(warped)  # ``warped`` outlives the view
             avg = sitk.GetImageFromArray((acc / len(heads)).astype(np.float32))

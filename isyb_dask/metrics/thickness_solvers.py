@@ -57,18 +57,28 @@ def solve_laplace(
     u[gm_idx] = init
     w = np.repeat(1.0 / np.asarray(zooms, dtype=np.float64) ** 2, 2)
     wsum = w.sum()
-    parts = [(gm_idx[c], nbr[c]) for c in colours(gm_idx, shape, parity)]
+    parts = [(gm_idx[c], (nbr[c],)) for c in colours(gm_idx, shape, parity)]
+    return u, _sweep(u, parts, lambda nb: (u[nb] @ w) / wsum, max_iter, tol)
+
+
+def _sweep(values: np.ndarray, parts: list, update, max_iter: int, tol: float) -> int:
+    """Red-black sweeps of ``values`` in place until the largest change is below ``tol``.
+
+    ``parts`` holds, per colour, the flat indices it updates and the arguments of
+    ``update``, which returns their new values from the current ``values``. Returns the
+    number of sweeps.
+    """
     it = 0
     for it in range(1, max_iter + 1):
         delta = 0.0
-        for idx, nb in parts:
-            new = (u[nb] @ w) / wsum
+        for idx, args in parts:
+            new = update(*args)
             if new.size:
-                delta = max(delta, float(np.max(np.abs(new - u[idx]))))
-            u[idx] = new
+                delta = max(delta, float(np.max(np.abs(new - values[idx]))))
+            values[idx] = new
         if delta < tol:
             break
-    return u, it
+    return it
 
 
 def solve_length(
@@ -117,17 +127,11 @@ def solve_length(
     wsum = np.maximum(w_a.sum(axis=1), 0.5 * w_all)
     ok = wsum > 0
     wsum = np.where(ok, wsum, 1.0)
-    parts = [(target[g], cols_a[g], w_a[g], wsum[g], ok[g], cap_free[g])
+    parts = [(target[g], (cols_a[g], w_a[g], wsum[g], ok[g], cap_free[g]))
              for g in colours(target, shape, parity)]
-    it = 0
-    for it in range(1, max_iter + 1):
-        delta = 0.0
-        for tgt, col, wt, ws, good, cp in parts:
-            vals = np.nan_to_num(length[col])
-            new = np.minimum(np.where(good, (1.0 + (wt * vals).sum(axis=1)) / ws, 0.0), cp)
-            if new.size:
-                delta = max(delta, float(np.max(np.abs(new - length[tgt]))))
-            length[tgt] = new
-        if delta < tol:
-            break
-    return length, it
+
+    def update(col, wt, ws, good, cp):
+        vals = np.nan_to_num(length[col])
+        return np.minimum(np.where(good, (1.0 + (wt * vals).sum(axis=1)) / ws, 0.0), cp)
+
+    return length, _sweep(length, parts, update, max_iter, tol)

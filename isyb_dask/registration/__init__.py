@@ -17,6 +17,7 @@ from isyb_dask.registration.checks import PlausibilityLimits, check_transform
 from isyb_dask.registration.grid import (  # noqa: F401  (_as_affine, _lps_matrix: deface.builder)
     _as_affine,
     _lps_matrix,
+    affine_from_lps,
     compose_affine,
     downsample,
     from_canonical,
@@ -27,10 +28,12 @@ from isyb_dask.registration.grid import (  # noqa: F401  (_as_affine, _lps_matri
     sitk_to_array,
     to_canonical,
     to_sitk,
+    transform_from_ras,
 )
 
 __all__ = [
     "AffineRegistration",
+    "affine_from_lps",
     "PlausibilityLimits",
     "check_transform",
     "compose_affine",
@@ -44,4 +47,5 @@ __all__ = [
     "sitk_to_array",
     "to_canonical",
     "to_sitk",
+    "transform_from_ras",
 ]

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
 __all__ = [
+    "affine_from_lps",
     "downsample",
     "from_canonical",
     "matrix_ras",
@@ -28,6 +29,7 @@ __all__ = [
     "sitk_to_array",
     "to_canonical",
     "to_sitk",
+    "transform_from_ras",
 ]
 
 _LPS = np.diag([-1.0, -1.0, 1.0])
@@ -121,10 +123,7 @@ def _as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
             part = _as_affine(transform.GetNthTransform(i))
             m = _lps_matrix(part)
             total = total @ m
-        out = sitk.AffineTransform(3)
-        out.SetMatrix(total[:3, :3].ravel().tolist())
-        out.SetTranslation(total[:3, 3].tolist())
-        return out
+        return affine_from_lps(total)
     tx = sitk.AffineTransform(3)
     try:
         tx.SetMatrix(transform.GetMatrix())
@@ -142,11 +141,22 @@ def compose_affine(first: sitk.Transform, then: sitk.Transform) -> sitk.AffineTr
     seed a subject -> template registration with subject -> built-in head followed by
     built-in head -> template.
     """
-    m = _lps_matrix(_as_affine(then)) @ _lps_matrix(_as_affine(first))
-    out = sitk.AffineTransform(3)
-    out.SetMatrix(m[:3, :3].ravel().tolist())
-    out.SetTranslation(m[:3, 3].tolist())
-    return out
+    return affine_from_lps(_lps_matrix(_as_affine(then)) @ _lps_matrix(_as_affine(first)))
+
+
+def affine_from_lps(m: np.ndarray) -> sitk.AffineTransform:
+    """AffineTransform (centre 0) of a 4x4 matrix in LPS mm (ITK's physical space)."""
+    m = np.asarray(m, dtype=float)
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix(m[:3, :3].ravel().tolist())
+    tx.SetTranslation(m[:3, 3].tolist())
+    return tx
+
+
+def transform_from_ras(m: np.ndarray) -> sitk.AffineTransform:
+    """AffineTransform of a 4x4 matrix in RAS mm: the inverse of :func:`matrix_ras`."""
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return affine_from_lps(flip @ np.asarray(m, dtype=float) @ flip)
 
 
 def _lps_matrix(tx: sitk.AffineTransform) -> np.ndarray:
