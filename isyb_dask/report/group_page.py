@@ -127,10 +127,12 @@ def _against_chance(rates: list[tuple[str, float]], ranks: np.ndarray
     counts = np.isfinite(ranks).sum(axis=0)
     rates = [(t, r if n >= 2 else float("nan")) for (t, r), n in zip(rates, counts)]
     sizes = sorted({int(n) for n in counts if n >= 2})
+    # short enough for the plot's 300 px title line
     if not sizes:
-        return rates, " (needs at least 2 subjects: chance is 1/N)"
-    chance = "; ".join(f"1/{n} = {100.0 / n:.1f}%" for n in sizes)
-    return rates, f" (rate per template; chance {chance})"
+        return rates, " (needs >= 2 subjects)"
+    if len(sizes) == 1:
+        return rates, f" (chance 1/{sizes[0]} = {100.0 / sizes[0]:.1f}%)"
+    return rates, f" (chance 1/{sizes[-1]} to 1/{sizes[0]})"
 
 
 def _defacing(data: ReportData) -> str:
