@@ -220,3 +220,34 @@ def test_syn_fields_equal_the_ants_composition(tmp_path):
                                whichtoinvert=[True, False])
     assert np.abs(fwd.data - ref_fwd.data).max() < 1e-3
     assert np.abs(back.data - ref_back.data).max() < 1e-3
+
+
+def test_cropped_template_keeps_the_brain_and_its_world_coordinates():
+    """The SyN's fixed image: the 4 mm 2009aSym brain cut to its box + 8 mm, same world grid."""
+    from isyb_dask.anat.bridge import template_maps
+    from isyb_dask.anat.normalize import _cropped_template
+
+    full, full_aff = template_maps(4.0)["t1"]
+    crop, crop_aff = _cropped_template(4.0, 8.0)
+    assert crop.size < 0.75 * full.size  # the crop is what saves the time
+    # every brain voxel is kept, with 2 voxels (8 mm) of margin where the box allows
+    brain = np.argwhere(full > 0.05)
+    offset = np.rint(np.linalg.solve(crop_aff, full_aff @ [0, 0, 0, 1])[:3]).astype(int)  # crop index of full (0,0,0)
+    assert np.all(brain.min(0) + offset >= np.minimum(2, brain.min(0)))
+    assert np.all(brain.max(0) + offset <= np.asarray(crop.shape) - 1 - np.minimum(
+        2, np.asarray(full.shape) - 1 - brain.max(0)))
+    # the same voxel values at the same world points
+    ijk = brain[:: 97]
+    world = ijk @ full_aff[:3, :3].T + full_aff[:3, 3]
+    c = np.rint(world @ np.linalg.inv(crop_aff)[:3, :3].T + np.linalg.inv(crop_aff)[:3, 3])
+    assert np.array_equal(crop[tuple(c.astype(int).T)], full[tuple(ijk.T)])
+    assert float(crop.sum()) == pytest.approx(float(full[full > 0.05].sum()), rel=0.02)
+
+
+def test_template_maps_are_read_once_and_read_only():
+    from isyb_dask.anat.bridge import template_maps
+
+    a, b = template_maps(4.0), template_maps(4.0)
+    assert a["t1"][0] is b["t1"][0]
+    with pytest.raises(ValueError):
+        a["t1"][0][0, 0, 0] = 1.0

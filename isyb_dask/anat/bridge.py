@@ -20,6 +20,8 @@ prior at the S1200 midthickness vertices, before and after the bridge.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 import shutil
@@ -88,9 +90,14 @@ def template_maps(step_mm: float = 2.0) -> dict[str, tuple[np.ndarray, np.ndarra
     """The nilearn MNI152NLin2009aSym T1 brain and GM/WM priors, block-averaged.
 
     Returns ``{"t1": (data, affine), "gm": ..., "wm": ..., "brain": ...}`` at ``step_mm``
-    (an integer multiple of 1 mm); priors scaled to [0, 1].
+    (an integer multiple of 1 mm); priors scaled to [0, 1]. Read once per process and step
+    (every subject's normalisation uses them): the arrays are read-only, copy to modify.
     """
-    f = int(round(step_mm))
+    return dict(_template_maps(int(round(step_mm))))
+
+
+@functools.lru_cache(maxsize=4)
+def _template_maps(f: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for key, name in (("t1", "t1"), ("gm", "gm"), ("wm", "wm")):
         img = nb.load(str(_nilearn(f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz")))
@@ -105,6 +112,9 @@ def template_maps(step_mm: float = 2.0) -> dict[str, tuple[np.ndarray, np.ndarra
         out[key] = (data.astype(np.float32), aff)
     brain = ndi.binary_fill_holes(out["t1"][0] > 0.05)
     out["brain"] = (brain.astype(np.float32), out["t1"][1])
+    for data, aff in out.values():
+        data.setflags(write=False)
+        aff.setflags(write=False)
     return out
 
 

@@ -2,10 +2,11 @@
 
 Route (docs/metrics_surface.md has the numbers):
 
-1. the subject's bias-corrected brain (``n4 * brain_mask``), block-averaged to 2 mm, is
-   registered to the packaged MNI152NLin2009aSym T1 brain (nilearn, 2 mm) by ANTs SyN
-   through ``antspyx`` (symmetric diffeomorphic, Mattes MI, fixed seed, modest iterations):
-   the field's standard tool, with a documented inverse. Its start is the subject's atlas
+1. the subject's bias-corrected brain (``n4 * brain_mask``), block-averaged to 4 mm, is
+   registered to the packaged MNI152NLin2009aSym T1 brain (nilearn, block-averaged to 4 mm
+   and cropped to the brain's bounding box plus 8 mm) by ANTs SyN through ``antspyx``
+   (symmetric diffeomorphic, Mattes MI, fixed seed, 8 and 4 mm levels): the field's standard
+   tool, with a documented inverse. Its start is the subject's atlas
    registration (T1w -> built-in head, composed with the atlas's head -> 2009aSym affine),
    so only the deformable stage runs (``SyNOnly``); without a start ANTs' own affine stage
    runs first;
@@ -14,7 +15,8 @@ Route (docs/metrics_surface.md has the numbers):
 
 Both directions are kept as dense fields (:class:`isyb_dask.anat.warpfield.DenseField`):
 ``to_t1w`` on the NLin6Asym 2 mm grid (standard point -> T1w point, the transform that
-resamples a T1w image into standard space) and ``to_standard`` on the subject's 2 mm grid.
+resamples a T1w image into standard space) and ``to_standard`` on the subject's 4 mm grid
+(the SyN grid: its finest level is 4 mm, so a finer copy would only interpolate it).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage as ndi
 
-from isyb_dask.blocks import block_affine, block_reduce
+from isyb_dask.blocks import block_affine, block_reduce, padded_box
 from isyb_dask.io.outputs import transform_paths
 from isyb_dask.anat.bridge import NLIN6_GRID, get_bridge, sample_volume, template_maps
 from isyb_dask.anat.warpfield import (
@@ -58,7 +60,7 @@ class StandardNormalization:
     to_t1w
         Standard-space points (RAS mm) -> T1w world points; sampled on the standard grid.
     to_standard
-        T1w world points -> standard-space points; sampled on the subject's 2 mm grid.
+        T1w world points -> standard-space points; sampled on the subject's SyN grid (4 mm).
     grid
         ``(shape, affine)`` of the standard 2 mm grid.
     info
@@ -133,6 +135,17 @@ def _block_mean(
     return coarse.astype(np.float32), block_affine(affine, f)
 
 
+def _cropped_template(step_mm: float, margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The 2009aSym T1 brain at ``step_mm``, cropped to its bounding box + ``margin_mm``."""
+    data, affine = template_maps(step_mm)["t1"]
+    pad = int(np.ceil(margin_mm / step_mm))
+    box = padded_box(data > 0.05, pad)
+    lo = np.array([b.start for b in box], dtype=np.float64)
+    aff = np.asarray(affine, dtype=np.float64).copy()
+    aff[:3, 3] = aff[:3, :3] @ lo + aff[:3, 3]
+    return np.ascontiguousarray(data[box], dtype=np.float32), aff
+
+
 def normalize_to_standard(
     canonical_n4: nb.Nifti1Image,
     brain_mask: np.ndarray,
@@ -141,9 +154,11 @@ def normalize_to_standard(
     seed: int,
     threads: int,
     cache_dir: Path | None = None,
-    syn_iterations: tuple[int, ...] = (40, 10, 0),
+    syn_iterations: tuple[int, ...] = (40, 10),
     aff_sampling_rate: float = 0.1,
     initial: np.ndarray | None = None,
+    step_mm: float = 4.0,
+    margin_mm: float = 8.0,
 ) -> StandardNormalization:
     """Register a subject's brain non-linearly to MNI152NLin6Asym (via 2009aSym).
 
@@ -163,11 +178,12 @@ def normalize_to_standard(
     cache_dir
         Cache root of the bridge (:func:`isyb_dask.anat.bridge.get_bridge`).
     syn_iterations
-        SyN iterations per level (shrink 4/2/1 on the 2 mm images). The 4 mm level costs
-        about 0.3 s CPU per iteration (Mattes gradient, field smoothing and inversion);
-        10 there instead of 20 takes 0.3-3 s off a subject (less where SyN converges early)
-        and leaves the mean GM posterior at the refined midthickness within 0.003
-        (docs/metrics_surface.md).
+        SyN iterations per level; antspyx shrinks the ``step_mm`` images by ``2**k`` for the
+        ``k``-th level from the end, so the default (40, 10) runs 40 iterations at 8 mm and
+        10 at 4 mm. (Until 2026-12-07 the images were 2 mm with (40, 10, 0): the same 8 and
+        4 mm levels and a 2 mm level of no iterations, whose field was the 4 mm one
+        upsampled.) The 4 mm level costs about 0.3 s CPU per iteration (Mattes gradient,
+        field smoothing and inversion).
     aff_sampling_rate
         Fraction of the template voxels (regular grid, seeded) that the Mattes metric of the
         affine stage samples. antspyx runs that stage with its own fixed schedule (shrink
@@ -183,6 +199,14 @@ def normalize_to_standard(
         ANTs' affine stage (about 2 s CPU of a 1 mm subject) and gives the same placement
         (mean GM posterior at the refined midthickness 0.691 against 0.692 on the generated
         1 mm head; docs/metrics_surface.md).
+    step_mm
+        Voxel size (an integer multiple of 1 mm) of both registration images: the subject's
+        brain and the template are block-averaged to it.
+    margin_mm
+        The fixed (template) image is cropped to the template brain's bounding box grown by
+        this margin. ANTs' SyN holds the displacement at zero on the fixed image's border,
+        so the fields are continuous where they end; the crop takes about 40 % off the SyN
+        (docs/metrics_surface.md has the measurement).
 
     Returns
     -------
@@ -211,9 +235,8 @@ def normalize_to_standard(
         raise ValueError("normalize_to_standard: the brain mask is (nearly) empty")
     brain = np.where(mask, np.clip(data, 0, None), 0.0)
     brain = brain / max(float(np.percentile(brain[mask], 99)), 1e-6)
-    moving_d, moving_aff = _block_mean(brain, canonical_n4.affine, 2.0)
-    tmpl = template_maps(2.0)
-    fixed_d, fixed_aff = tmpl["t1"]
+    moving_d, moving_aff = _block_mean(brain, canonical_n4.affine, step_mm)
+    fixed_d, fixed_aff = _cropped_template(step_mm, margin_mm)
     fixed_d = fixed_d / max(float(np.percentile(fixed_d[fixed_d > 0], 99)), 1e-6)
 
     old = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
@@ -249,11 +272,13 @@ def normalize_to_standard(
     inside = fixed_d > 0.05
     cc = float(np.corrcoef(warped[inside], fixed_d[inside])[0, 1])
     info = {
-        "method": "ANTs SyN (antspyx): subject brain 2 mm -> MNI152NLin2009aSym brain 2 mm, "
+        "method": f"ANTs SyN (antspyx): subject brain {step_mm:g} mm -> MNI152NLin2009aSym "
+                  f"brain {step_mm:g} mm (cropped to its bounding box + {margin_mm:g} mm), "
                   "then the cached 2009aSym -> NLin6Asym bridge",
         "start": ("the atlas registration's T1w -> MNI152NLin2009aSym affine (SyNOnly)"
                   if initial is not None else "ANTs affine stage (SyN)"),
         "syn_iterations": list(syn_iterations),
+        "syn_step_mm": float(step_mm),
         "seed": int(seed),
         "threads": int(threads),
         **({} if initial is not None else {"affine_sampling_rate": float(aff_sampling_rate)}),
