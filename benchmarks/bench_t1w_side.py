@@ -16,7 +16,13 @@ Usage (one core)::
     git worktree add /tmp/isyb-base d8c5e3a
     OMP_NUM_THREADS=1 ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 \\
         .venv/bin/python benchmarks/bench_t1w_side.py --baseline /tmp/isyb-base [--voxel 1] \\
-        [--no-audit] [--warm]
+        [--no-audit | --like-for-like] [--warm]
+
+``--like-for-like`` runs this tree without the work that other issues added to the same
+stages (the face audit, CT/SA/LGI), so both trees do the same work and the difference is the
+redesign itself: one shared reference instead of three registrations and two N4 + EM, plus
+the non-linear normalisation and the subject surfaces it adds. The voxel-resolution
+``maskface`` of the deface issue cannot be switched off and stays in.
 
 ``--warm`` first runs another subject (the same head with other noise) through the same
 worker process, untimed, and times the second: what every subject after a worker's first
@@ -113,11 +119,13 @@ def _side(t1w: Path, out: Path, cfg, atlas, templates, surf) -> dict:
 
 
 def worker(t1w: Path, out: Path, result: Path, audit: bool = True,
-           warmup: Path | None = None) -> None:
+           warmup: Path | None = None, morphometry: bool = True) -> None:
     """Run the T1w side in this process (PYTHONPATH chooses the code tree).
 
     ``audit=False`` switches the deface stage's face audit off where the tree has the switch
-    (``DefaceConfig.audit``), to compare like for like with a baseline that had no audit.
+    (``DefaceConfig.audit``), to compare like for like with a baseline that had no audit;
+    ``morphometry=False`` likewise switches off CT/SA/LGI (``MetricsConfig.morphometry``),
+    which the baseline did not compute either.
     With ``warmup``, that T1w (another subject) goes through first and is not timed: the
     measured subject then costs what every subject after the first costs in a worker of a
     run (run-level data such as template heads, the reference atlas and the NLin6Asym
@@ -132,6 +140,9 @@ def worker(t1w: Path, out: Path, result: Path, audit: bool = True,
     cfg = RunConfig()
     if not audit and "audit" in {f.name for f in dataclasses.fields(cfg.deface)}:
         cfg = dataclasses.replace(cfg, deface=dataclasses.replace(cfg.deface, audit=False))
+    if not morphometry and "morphometry" in {f.name for f in dataclasses.fields(cfg.metrics)}:
+        cfg = dataclasses.replace(cfg, metrics=dataclasses.replace(cfg.metrics,
+                                                                   morphometry=False))
     templates = resolve_templates(_extra_templates(out), None, out / "work")
     surf = load_fslr32k()
     if warmup is not None:
@@ -140,13 +151,14 @@ def worker(t1w: Path, out: Path, result: Path, audit: bool = True,
 
 
 def run_tree(tree: Path, t1w: Path, tmp: Path, tag: str, audit: bool = True,
-             warmup: Path | None = None) -> dict:
+             warmup: Path | None = None, morphometry: bool = True) -> dict:
     out = tmp / tag
     out.mkdir()
     result = tmp / f"{tag}.json"
     env = dict(os.environ, PYTHONPATH=str(tree))
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(t1w),
                     str(out), str(result)] + ([] if audit else ["--no-audit"])
+                   + ([] if morphometry else ["--no-morphometry"])
                    + ([] if warmup is None else ["--warmup", str(warmup)]),
                    check=True, env=env, cwd=str(tree))
     return json.loads(result.read_text())
@@ -163,11 +175,20 @@ def main() -> None:
                         help="time a second subject of the worker process (run-level data "
                              "already loaded), as every subject after the first in a run")
     parser.add_argument("--no-audit", action="store_true",
-                        help="this tree without the deface stage's face audit (like for like)")
+                        help="this tree without the deface stage's face audit")
+    parser.add_argument("--like-for-like", action="store_true",
+                        help="this tree doing only the baseline's work: no face audit and no "
+                             "CT/SA/LGI (added by other issues), so the redesign itself "
+                             "(shared reference + non-linear step + subject surfaces) is what "
+                             "is compared")
+    parser.add_argument("--no-morphometry", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(*args.worker, audit=not args.no_audit, warmup=args.warmup)
+        worker(*args.worker, audit=not args.no_audit, warmup=args.warmup,
+               morphometry=not args.no_morphometry)
         return
+    if args.like_for_like:
+        args.no_audit, args.no_morphometry = True, True
     import nibabel as nb
 
     sys.path.insert(0, str(HERE))
@@ -186,7 +207,7 @@ def main() -> None:
             warm = make_subject(tmp / "warmup", noise_seed=1)
         print(f"subject {t1w.name}: {nb.load(t1w).shape} @ {nb.load(t1w).header.get_zooms()}")
         rows = {"this tree": run_tree(tree, t1w, tmp, "new", audit=not args.no_audit,
-                                      warmup=warm)}
+                                      warmup=warm, morphometry=not args.no_morphometry)}
         if args.baseline:
             rows["baseline"] = run_tree(args.baseline, t1w, tmp, "base", warmup=warm)
         for name, r in rows.items():

@@ -161,3 +161,14 @@ def test_stage_freesurfer_values_win_and_provenance(tmp_path, monkeypatch):
     assert side["provenance"]["settings"]["provenance"].startswith("FreeSurfer-derived")
     thick = nb.load(str(anat / "sub-0001_desc-thickness_T1w.nii.gz")).get_fdata()
     assert abs(np.median(thick[thick > 0]) - 3.0) < 0.3
+    # switched off: the FreeSurfer CT is still read, SA and LGI are missing with the reason
+    import dataclasses
+
+    off = stage_mod.run_metrics(inp, dataclasses.replace(cfg, morphometry=False),
+                                tmp_path / "out_off", None, anatomy=anatomy)
+    np.testing.assert_allclose(off["values"][idx["CT"]][fs.cortex], 2.75)
+    for m in ("SA", "LGI"):
+        assert off["missing"][m] == "not computed: metrics.morphometry is off"
+        assert np.isnan(off["values"][idx[m]]).all()
+    assert not (tmp_path / "out_off" / "sub-0001" / "anat"
+                / "sub-0001_desc-thickness_T1w.nii.gz").exists()

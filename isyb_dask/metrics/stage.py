@@ -56,13 +56,17 @@ _FAILURES = (RegistrationError, ValueError, RuntimeError, np.linalg.LinAlgError)
 
 
 def _morphometry(ginfo, t1_img, chain, surf, writer, inputs, found, missing, sources, info,
-                 anatomy=None):
+                 anatomy=None, compute=True):
     """CT, SA, LGI from the T1w's posteriors unless FreeSurfer-derived values were read."""
     from isyb_dask.metrics.morphometry import surface_provenance, t1w_morphometry
 
     todo = [m for m in ("CT", "SA", "LGI") if m not in found]
     info["surface_provenance"] = surface_provenance(found, sources, computed=())
     if not todo:
+        return
+    if not compute:
+        for m in todo:
+            missing[m] = "not computed: metrics.morphometry is off"
         return
     try:
         res = t1w_morphometry(ginfo, t1_img, chain.t1w_to_mni, surf, anatomy=anatomy)
@@ -261,7 +265,7 @@ def run_metrics(
             missing["GMV"] = f"failed: {type(exc).__name__}: {exc}"
         else:
             _morphometry(ginfo, t1_img, chain, surf, writer, inputs, found, missing, sources, info,
-                         anatomy=anatomy)
+                         anatomy=anatomy, compute=cfg.morphometry)
         for attr, label, metrics, fn in _MODALITIES:
             if getattr(inputs, attr) is None:
                 for m in metrics:
