@@ -107,3 +107,41 @@ def test_yaw_views_differ_and_mirror():
 def test_empty_image_is_an_error():
     with pytest.raises(ValueError, match="no positive voxels"):
         render_geometry(np.zeros((10, 10, 10)), np.eye(4))
+
+
+def test_render_of_an_edited_copy_reuses_the_original_bit_for_bit(monkeypatch):
+    """render_head(like=original) equals a full render of the edited head exactly (views,
+    depths, smoothed image), and marches again only the rays near the edit."""
+    import isyb_dask.deface.render as render_mod
+    from isyb_dask.deface.render import render_head
+
+    data, affine = _ball_head()
+    geom = render_geometry(data, affine)
+    base = render_head(data, affine, geom)
+    edited = data.copy()
+    # a "defaced" front: the front cap cut away and a smooth bump added lower down
+    ijk = np.indices(data.shape).reshape(3, -1).T
+    xyz = (ijk @ affine[:3, :3].T + affine[:3, 3]).reshape(data.shape + (3,))
+    edited[(xyz[..., 1] > 55.0) & (xyz[..., 2] > 0.0)] = 0.0
+    edited[np.linalg.norm(xyz - np.array([0.0, 66.0, -20.0]), axis=-1) < 9.0] = 800.0
+    redone = []
+    real = render_mod._rays_to_redo
+
+    def spy(*args):
+        out = real(*args)
+        redone.append(out.mean())
+        return out
+
+    monkeypatch.setattr(render_mod, "_rays_to_redo", spy)
+    full = render_head(edited, affine, geom)
+    reused = render_head(edited, affine, geom, like=base)
+    assert np.array_equal(full.smoothed, reused.smoothed)
+    assert np.array_equal(full.depth, reused.depth, equal_nan=True)
+    assert np.array_equal(full.views, reused.views)
+    assert not np.array_equal(full.views, base.views)  # the edit shows
+    assert len(redone) == 3 and max(redone) < 0.5  # the back and sides are reused
+    # an unchanged copy (other dtype, same values) reuses everything
+    same = render_head(data.astype(np.float64), affine, geom, like=base)
+    assert np.array_equal(same.views, base.views) and redone[-1] == 0.0
+    with pytest.raises(ValueError, match="another grid"):
+        render_head(data, affine, geom, yaws=(0.0,), like=base)
