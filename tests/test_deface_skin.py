@@ -196,3 +196,23 @@ def test_cover_protected_lays_a_smooth_shell_over_the_exposed_brain():
     assert np.nanmean(s1) < 0.5 * np.nanmean(s0)
     assert np.nanmax(s1) < 0.7 * np.nanmax(s0)
     assert np.nanmin(d1[cols] - d0[cols]) >= 0.0  # the shell lies over the brain, never inside
+
+
+@pytest.mark.parametrize("corner", [False, True])
+def test_opening_in_box_equals_the_whole_grid(corner):
+    """The face region's opening on its bounding box == scipy's on the whole grid, also when
+    the region touches the grid's faces."""
+    from scipy import ndimage as ndi
+
+    from isyb_dask.deface.skin import opening_in_box
+
+    rng = np.random.default_rng(7)
+    mask = np.zeros((70, 64, 58), dtype=bool)
+    sl = (slice(0, 30), slice(0, 25), slice(40, 58)) if corner else \
+        (slice(20, 50), slice(15, 45), slice(10, 40))
+    mask[sl] = ndi.gaussian_filter(rng.random(mask[sl].shape), 1.5) > 0.5
+    for it in (1, 3):
+        want = ndi.binary_opening(mask, iterations=it)
+        assert want.any() and not np.array_equal(want, mask)
+        assert np.array_equal(opening_in_box(mask, it), want)
+    assert not opening_in_box(np.zeros((5, 5, 5), bool), 2).any()

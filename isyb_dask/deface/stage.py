@@ -312,8 +312,8 @@ def run_deface(
         d = cast_like(reg.from_canonical(out["defaced"], img.affine), dtype)
         if dtype == raw.dtype:
             d[protect] = raw[protect]  # exact restore in stored units
-        row["brain_voxels_changed"] = int((d[protect].astype(np.float64) != original[protect]).sum())
-        diff = d.astype(np.float64) != original
+        row["brain_voxels_changed"] = int((d[protect] != original[protect]).sum())
+        diff = d != original  # exact: numpy compares in float64 without a float64 copy of d
         row["face_voxels_changed"] = int(diff.sum())
         defaced_all[t.name] = d
         meta = {
