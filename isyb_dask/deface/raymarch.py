@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from isyb_dask.blocks import block_reduce
+
 __all__ = ["lattice", "march", "occupancy"]
 
 
@@ -18,11 +20,7 @@ def occupancy(vol: np.ndarray, threshold: float, block: int) -> np.ndarray:
     """Block-max occupancy grid of the skin (True where any voxel of the block, or of a
     neighbouring block, is above the threshold); specks (connected groups of blocks smaller
     than 1 % of the largest, e.g. noise or ghosts outside the head) are dropped."""
-    pad = [(0, (-s) % block) for s in vol.shape]
-    v = np.pad(vol > threshold, pad)
-    s = v.shape
-    occ = v.reshape(s[0] // block, block, s[1] // block, block, s[2] // block, block)
-    occ = occ.any(axis=(1, 3, 5))
+    occ = block_reduce(vol > threshold, block, how="max", edge="pad")
     lab, nlab = ndi.label(occ)
     if nlab > 1:
         sizes = np.bincount(lab.ravel())

@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 from scipy import ndimage as ndi
 
-from isyb_dask.blocks import padded_box
+from isyb_dask.blocks import block_reduce, padded_box
 from isyb_dask.deface.raymarch import lattice, march, occupancy
 
 __all__ = [
@@ -352,12 +352,7 @@ def _smoothed(data: np.ndarray, vox: np.ndarray, smooth_mm: float,
 
 def _stale_blocks(vol: np.ndarray, occ: np.ndarray, like: HeadRender, block: int) -> np.ndarray:
     """Occupancy blocks a ray must avoid to keep its old depth (see :func:`render_head`)."""
-    diff = vol != like.smoothed
-    pad = [(0, (-n) % block) for n in diff.shape]
-    d = np.pad(diff, pad)
-    sh = d.shape
-    blocks = d.reshape(sh[0] // block, block, sh[1] // block, block, sh[2] // block,
-                       block).any(axis=(1, 3, 5))
+    blocks = block_reduce(vol != like.smoothed, block, how="max", edge="pad")
     ball = np.ones((3, 3, 3), bool)
     # a fine sample reads its voxel and the next one: a block next to a changed one
     near = ndi.binary_dilation(blocks, ball)
