@@ -190,8 +190,11 @@ def normalize_to_standard(
         4/2/2, up to 2100/1200/1200 iterations to convergence) whatever ``aff_iterations``
         says, so the sampling is the knob of its cost: 0.1 (antspyx default 0.2) takes
         about 3 s CPU off a 1 mm subject and leaves the mean GM posterior at the refined
-        midthickness unchanged (0.692 both; benchmarks/results_anatomy_speed.md). Not used
-        with ``initial``.
+        midthickness unchanged (0.692 both, measured on 2 mm images;
+        benchmarks/results_anatomy_speed.md). The shrink factors apply to the ``step_mm``
+        images. Not used with ``initial`` (the pipeline's route always gives one; this
+        unseeded route is kept for callers without an atlas registration and tested to
+        recover a known shift within 1 mm).
     initial
         Optional 4x4 world (RAS mm) affine T1w -> MNI152NLin2009aSym already close to the
         solution (the atlas registration's chain). ANTs then runs only the SyN stage
@@ -205,7 +208,7 @@ def normalize_to_standard(
     margin_mm
         The fixed (template) image is cropped to the template brain's bounding box grown by
         this margin. ANTs' SyN holds the displacement at zero on the fixed image's border,
-        so the fields are continuous where they end; the crop takes about 40 % off the SyN
+        so the fields are continuous where they end; the crop takes 35-40 % off the SyN
         (docs/metrics_surface.md has the measurement).
 
     Returns
