@@ -241,7 +241,7 @@ def test_cropped_template_keeps_the_brain_and_its_world_coordinates():
     world = ijk @ full_aff[:3, :3].T + full_aff[:3, 3]
     c = np.rint(world @ np.linalg.inv(crop_aff)[:3, :3].T + np.linalg.inv(crop_aff)[:3, 3])
     assert np.array_equal(crop[tuple(c.astype(int).T)], full[tuple(ijk.T)])
-    assert float(crop.sum()) == pytest.approx(float(full[full > 0.05].sum()), rel=0.02)
+    assert int((crop > 0.05).sum()) == int((full > 0.05).sum())  # no brain voxel cut off
 
 
 def test_template_maps_are_read_once_and_read_only():

@@ -145,3 +145,7 @@ def test_render_of_an_edited_copy_reuses_the_original_bit_for_bit(monkeypatch):
     assert np.array_equal(same.views, base.views) and redone[-1] == 0.0
     with pytest.raises(ValueError, match="another grid"):
         render_head(data, affine, geom, yaws=(0.0,), like=base)
+    moved = affine.copy()
+    moved[0, 3] += 4.0  # same shape, another place: nothing can be reused
+    with pytest.raises(ValueError, match="another grid"):
+        render_head(edited, moved, geom, like=base)

@@ -21,7 +21,6 @@ prior at the S1200 midthickness vertices, before and after the bridge.
 from __future__ import annotations
 
 import functools
-
 import json
 import os
 import shutil

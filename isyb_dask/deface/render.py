@@ -38,6 +38,9 @@ __all__ = [
 VIEW_YAWS: tuple[float, ...] = (0.0, -30.0, 30.0)
 """Yaw angles (degrees) of the default views: frontal, subject's right, subject's left."""
 
+_TRUNCATE = 2.0
+"""The render's Gaussian smoothing is cut at this many sigmas (its reach, voxels: round)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class RenderGeometry:
@@ -200,8 +203,8 @@ class HeadRender:
     depth, reach
         ``(n_views, size * size)``: each ray's depth (mm; NaN: miss) and the ray parameter
         up to which its march read the image (inf: the whole ray).
-    data
-        The rendered image (the caller's array, not a copy).
+    data, affine
+        The rendered image (the caller's array, not a copy) and its voxel-to-RAS affine.
     smoothed, occupancy
         The Gaussian-smoothed image and its block occupancy grid.
     geometry, yaws, smooth_mm
@@ -212,6 +215,7 @@ class HeadRender:
     depth: np.ndarray
     reach: np.ndarray
     data: np.ndarray
+    affine: np.ndarray
     smoothed: np.ndarray
     occupancy: np.ndarray
     geometry: RenderGeometry
@@ -268,10 +272,11 @@ def render_head(
     * the smoothed image only within the Gaussian's reach of the changed voxels;
     * the march only for rays that come, before their recorded ``reach``, within two
       occupancy blocks of a block whose smoothed values or occupancy changed. A ray that
-      does not reads, at the same lattice points and fine samples (see :func:`isyb_dask.deface.raymarch.lattice`),
-      the same occupancy and image values as before, so it ends at the same depth. (Two
-      blocks: one for the 3x3x3 dilation of the occupancy, one because the fine samples
-      between two lattice points lie within a block of either.)
+      does not reads, at the same lattice points and fine samples
+      (:func:`isyb_dask.deface.raymarch.lattice`), the same occupancy and image values as
+      before, so it ends at the same depth. (Two blocks: one for the 3x3x3 dilation of the
+      occupancy, one because the fine samples between two lattice points lie within a
+      block of either.)
 
     Parameters
     ----------
@@ -287,13 +292,14 @@ def render_head(
     Raises
     ------
     ValueError
-        ``like`` is of another grid, geometry or set of views.
+        ``like`` is of another grid (shape or affine), geometry or set of views.
     """
     affine = np.asarray(affine, dtype=float)
     vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     vox_mm = float(vox.min())
     data = np.asarray(data)
-    if like is not None and (like.data.shape != data.shape or like.geometry != geom
+    if like is not None and (like.data.shape != data.shape
+                             or not np.array_equal(like.affine, affine) or like.geometry != geom
                              or tuple(like.yaws) != tuple(yaws) or like.smooth_mm != smooth_mm):
         raise ValueError("render_head: 'like' is a render of another grid, geometry or views")
     vol = _smoothed(data, vox, smooth_mm, like)
@@ -323,27 +329,30 @@ def render_head(
                                               geom.threshold, vox_mm)
         depths[k], reaches[k] = depth, reach
         out[k] = np.round(255.0 * _shade(depth.reshape(size, size), pix)).astype(np.uint8)
-    return HeadRender(out, depths, reaches, data, vol, occ, geom, tuple(yaws), smooth_mm)
+    return HeadRender(out, depths, reaches, data, affine, vol, occ, geom, tuple(yaws),
+                      smooth_mm)
 
 
 def _smoothed(data: np.ndarray, vox: np.ndarray, smooth_mm: float,
               like: HeadRender | None) -> np.ndarray:
     """Gaussian-smoothed float32 image; with ``like``, recomputed only near changed voxels.
 
-    Each output voxel is a fixed sum over the kernel's reach (``truncate=2``), so filtering
-    the changed box grown by two reaches and keeping its inner part (grown by one reach)
-    gives the whole-image values there, and the rest is unchanged.
+    Each output voxel is a fixed sum over the kernel's reach (``_TRUNCATE`` sigmas), so
+    filtering the changed box grown by two reaches and keeping its inner part (grown by one
+    reach) gives the whole-image values there, and the rest is unchanged.
     """
     sigma = smooth_mm / vox
     if like is None:
-        return ndi.gaussian_filter(np.asarray(data, dtype=np.float32), sigma, truncate=2.0)
+        return ndi.gaussian_filter(np.asarray(data, dtype=np.float32), sigma,
+                                   truncate=_TRUNCATE)
     changed = data != like.data
     if not changed.any():
         return like.smoothed
-    reach = np.array([int(2.0 * float(s) + 0.5) for s in sigma])  # scipy's kernel radius
+    reach = np.array([int(_TRUNCATE * float(s) + 0.5) for s in sigma])  # scipy's kernel radius
     outer = padded_box(changed, 2 * reach)
     inner = padded_box(changed, reach)
-    part = ndi.gaussian_filter(np.asarray(data[outer], dtype=np.float32), sigma, truncate=2.0)
+    part = ndi.gaussian_filter(np.asarray(data[outer], dtype=np.float32), sigma,
+                               truncate=_TRUNCATE)
     vol = like.smoothed.copy()
     vol[inner] = part[tuple(slice(i.start - o.start, i.stop - o.start)
                             for i, o in zip(inner, outer))]
