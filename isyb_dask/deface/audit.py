@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from isyb_dask.deface.render import VIEW_YAWS, render_geometry, render_head
+from isyb_dask.deface.render import VIEW_YAWS, render_geometry, render_views
 from isyb_dask.errors import IsybError
 from isyb_dask.io.derivatives import write_sidecar
 from isyb_dask.io.outputs import embeddings_path, render_path
@@ -258,8 +258,7 @@ def audit_defaced(
     sub = subject if subject.startswith("sub-") else f"sub-{subject}"
     t0 = time.perf_counter()
     geom = render_geometry(original, affine)
-    orig_render = render_head(original, affine, geom, yaws=yaws)
-    orig_views = orig_render.views
+    orig_views = render_views(original, affine, geom, yaws=yaws)
     orig_faces = analyse_views(orig_views)
     base = time.perf_counter() - t0
     orig = _summary(orig_faces)
@@ -270,8 +269,7 @@ def audit_defaced(
     results: dict[str, dict[str, Any]] = {}
     for name, arr in defaced.items():
         t1 = time.perf_counter()
-        # only what the defacing changed is rendered again (same pixels as a full render)
-        views = render_head(arr, affine, geom, yaws=yaws, like=orig_render).views
+        views = render_views(arr, affine, geom, yaws=yaws)
         faces = analyse_views(views, reference=orig_faces)
         e = np.stack([f.embedding for f in faces])
         emb[f"defaced{name}"] = e

@@ -4,15 +4,13 @@ The head's skin is the iso-surface of the Gaussian-smoothed image at a fraction 
 threshold (robust to the intensity scale). An orthographic camera looks at the face along
 the face normal (RAS anterior after reorientation to the closest canonical grid, or a given
 vector), and yawed by ±30° about the head's superior axis. Every pixel's ray is marched in
-two passes (:mod:`isyb_dask.deface.raymarch`): a coarse pass through a block-max occupancy
-grid (never misses the surface) then a fine pass of 0.5 mm steps with linear interpolation
-of the crossing, giving a sub-voxel depth map. Normals come from the depth map; shading is
-Lambert with two directional lights (key upper-left, fill right) plus a little ambient light.
+two passes: a coarse pass through a block-max occupancy grid (never misses the surface)
+then a fine pass of 0.25-voxel steps with linear interpolation of the crossing, giving a
+sub-voxel depth map. Normals come from the depth map; shading is Lambert with two
+directional lights (key upper-left, fill right) plus a little ambient light.
 
 The render geometry (centre, threshold, face normal) of the original head is reused for its
-defaced copies, so the same pixel shows the same place of the head in every render; and
-:func:`render_head` re-renders a defaced copy from the original's render, marching again
-only the rays that come near what the defacing changed (bit-identical to a full render).
+defaced copies, so the same pixel shows the same place of the head in every render.
 """
 
 from __future__ import annotations
@@ -22,24 +20,10 @@ import dataclasses
 import numpy as np
 from scipy import ndimage as ndi
 
-from isyb_dask.blocks import block_reduce, padded_box
-from isyb_dask.deface.raymarch import lattice, march, occupancy
-
-__all__ = [
-    "HeadRender",
-    "RenderGeometry",
-    "VIEW_YAWS",
-    "otsu_threshold",
-    "render_geometry",
-    "render_head",
-    "render_views",
-]
+__all__ = ["RenderGeometry", "render_geometry", "render_views", "otsu_threshold", "VIEW_YAWS"]
 
 VIEW_YAWS: tuple[float, ...] = (0.0, -30.0, 30.0)
 """Yaw angles (degrees) of the default views: frontal, subject's right, subject's left."""
-
-_TRUNCATE = 2.0
-"""The render's Gaussian smoothing is cut at this many sigmas (its reach, voxels: round)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +156,104 @@ def _camera(geom: RenderGeometry, yaw_deg: float) -> tuple[np.ndarray, np.ndarra
     return right, up, d
 
 
+def _occupancy(vol: np.ndarray, threshold: float, block: int) -> np.ndarray:
+    """Block-max occupancy grid of the skin (True where any voxel of the block, or of a
+    neighbouring block, is above the threshold); specks (connected groups of blocks smaller
+    than 1 % of the largest, e.g. noise or ghosts outside the head) are dropped."""
+    pad = [(0, (-s) % block) for s in vol.shape]
+    v = np.pad(vol > threshold, pad)
+    s = v.shape
+    occ = v.reshape(s[0] // block, block, s[1] // block, block, s[2] // block, block)
+    occ = occ.any(axis=(1, 3, 5))
+    lab, nlab = ndi.label(occ)
+    if nlab > 1:
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        occ = (sizes >= 0.01 * sizes.max())[lab]
+    return ndi.binary_dilation(occ, np.ones((3, 3, 3), bool))
+
+
+def _march(
+    vol: np.ndarray,
+    occ: np.ndarray,
+    block: int,
+    inv: np.ndarray,
+    origin: np.ndarray,
+    d: np.ndarray,
+    threshold: float,
+    depth_mm: float,
+    vox_mm: float,
+) -> np.ndarray:
+    """Depth (mm from ``origin`` plane) of the first skin crossing of each ray (NaN: miss)."""
+    n_rays = origin.shape[0]
+    lin, off = inv[:3, :3], inv[:3, 3]
+    o_vox = origin @ lin.T + off
+    d_vox = lin @ d
+    depth = np.full(n_rays, np.nan)
+    # coarse pass: occupancy of every (ray, step) at one block per step inside the
+    # occupied bounding box; a ray passing through a skin block lands in its dilation
+    step = block * vox_mm
+    nz = np.argwhere(occ)
+    lo, hi = nz.min(axis=0) * block, (nz.max(axis=0) + 1) * block  # voxel units
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1 = (lo - o_vox) / d_vox
+        t2 = (hi - o_vox) / d_vox
+    t_in = np.nanmax(np.where(d_vox == 0, -np.inf, np.minimum(t1, t2)), axis=1)
+    t_out = np.nanmin(np.where(d_vox == 0, np.inf, np.maximum(t1, t2)), axis=1)
+    flat_ok = np.all((d_vox != 0) | ((o_vox >= lo) & (o_vox <= hi)), axis=1)
+    rays = np.flatnonzero(flat_ok & (t_out > t_in) & (t_out > 0))
+    if rays.size == 0:
+        return depth
+    t0 = np.maximum(t_in[rays], 0.0) - step
+    n_steps = int(np.ceil((t_out[rays] - t0).max() / step)) + 2
+    t_coarse = t0[:, None] + step * np.arange(n_steps)[None, :]
+    padded = np.pad(occ, 1)
+    flat = padded.ravel()
+    top = np.array(padded.shape) - 1
+    hits = np.zeros((rays.size, n_steps), bool)
+    o_r = o_vox[rays]
+    for j in range(n_steps):
+        ip = np.floor((o_r + t_coarse[:, j, None] * d_vox) / block).astype(np.int64) + 1
+        np.clip(ip, 0, top, out=ip)
+        hits[:, j] = flat[np.ravel_multi_index(ip.T, padded.shape)]
+    keep = hits.any(axis=1)
+    rays, hits, t_coarse = rays[keep], hits[keep], t_coarse[keep]
+    for _ in range(16):  # a ray that only grazes an occupied block resumes after it
+        if rays.size == 0:
+            break
+        j = np.argmax(hits, axis=1)
+        found = hits[np.arange(rays.size), j]
+        rays, hits, j, t_coarse = rays[found], hits[found], j[found], t_coarse[found]
+        if rays.size == 0:
+            break
+        t_hit = t_coarse[np.arange(rays.size), j]
+        t_end = _fine(vol, o_vox[rays], d_vox, t_hit, threshold, step, depth, rays)
+        left = ~np.isfinite(depth[rays])
+        rays, hits, t_end, t_coarse = rays[left], hits[left], t_end[left], t_coarse[left]
+        hits &= t_coarse > t_end[:, None] - step
+    return depth
+
+
+def _fine(vol: np.ndarray, o_vox: np.ndarray, d_vox: np.ndarray, t_hit: np.ndarray,
+          threshold: float, block_mm: float, depth: np.ndarray, rays: np.ndarray) -> np.ndarray:
+    """Fine search of the crossing after a coarse hit; fills ``depth[rays]``; returns end depth."""
+    fine = 0.5
+    n_steps = int(np.ceil(3.0 * block_mm / fine)) + 1
+    ts = t_hit[:, None] - block_mm + fine * np.arange(n_steps)[None, :]
+    pts = o_vox[:, None, :] + ts[..., None] * d_vox[None, None, :]
+    vals = ndi.map_coordinates(vol, pts.reshape(-1, 3).T, order=1, mode="constant", cval=0.0,
+                               prefilter=False).reshape(ts.shape)
+    above = vals > threshold
+    first = np.argmax(above, axis=1)
+    ok = above[np.arange(rays.size), first] & (first > 0)
+    f = first[ok]
+    v0 = vals[ok, f - 1]
+    v1 = vals[ok, f]
+    frac = (threshold - v0) / np.maximum(v1 - v0, 1e-12)
+    depth[rays[ok]] = ts[ok, f - 1] + np.clip(frac, 0.0, 1.0) * fine
+    return ts[:, -1]
+
+
 def _shade(depth: np.ndarray, pixel_mm: float) -> np.ndarray:
     """Lambert shading (two lights + ambient) of a depth map; background 0."""
     hit = np.isfinite(depth)
@@ -190,37 +272,6 @@ def _shade(depth: np.ndarray, pixel_mm: float) -> np.ndarray:
     shade = np.clip(shade, 0.0, 1.0)
     shade[~hit] = 0.0
     return shade
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class HeadRender:
-    """A head's renders, with what rendering an edited copy of the same head reuses.
-
-    Attributes
-    ----------
-    views
-        uint8 ``(n_views, size, size)`` shading (row 0 = top).
-    depth, reach
-        ``(n_views, size * size)``: each ray's depth (mm; NaN: miss) and the ray parameter
-        up to which its march read the image (inf: the whole ray).
-    data, affine
-        The rendered image (the caller's array, not a copy) and its voxel-to-RAS affine.
-    smoothed, occupancy
-        The Gaussian-smoothed image and its block occupancy grid.
-    geometry, yaws, smooth_mm
-        What was rendered and how.
-    """
-
-    views: np.ndarray
-    depth: np.ndarray
-    reach: np.ndarray
-    data: np.ndarray
-    affine: np.ndarray
-    smoothed: np.ndarray
-    occupancy: np.ndarray
-    geometry: RenderGeometry
-    yaws: tuple[float, ...]
-    smooth_mm: float
 
 
 def render_views(
@@ -251,61 +302,12 @@ def render_views(
     numpy.ndarray
         uint8 array ``(len(yaws), size, size)``, grey-level shading (row 0 = top).
     """
-    return render_head(data, affine, geom, yaws=yaws, smooth_mm=smooth_mm).views
-
-
-def render_head(
-    data: np.ndarray,
-    affine: np.ndarray,
-    geom: RenderGeometry,
-    *,
-    yaws: tuple[float, ...] = VIEW_YAWS,
-    smooth_mm: float = 1.0,
-    like: HeadRender | None = None,
-) -> HeadRender:
-    """:func:`render_views`, keeping what an edited copy of the head can reuse.
-
-    With ``like`` (the render of the same head before an edit, e.g. the original of a
-    defaced copy, same grid, geometry and views), only what the edit can change is
-    recomputed, and the result equals a full render bit for bit:
-
-    * the smoothed image only within the Gaussian's reach of the changed voxels;
-    * the march only for rays that come, before their recorded ``reach``, within two
-      occupancy blocks of a block whose smoothed values or occupancy changed. A ray that
-      does not reads, at the same lattice points and fine samples
-      (:func:`isyb_dask.deface.raymarch.lattice`), the same occupancy and image values as
-      before, so it ends at the same depth. (Two blocks: one for the 3x3x3 dilation of the
-      occupancy, one because the fine samples between two lattice points lie within a
-      block of either.)
-
-    Parameters
-    ----------
-    data, affine, geom, yaws, smooth_mm
-        As :func:`render_views`.
-    like
-        Optional render of the unedited head.
-
-    Returns
-    -------
-    HeadRender
-
-    Raises
-    ------
-    ValueError
-        ``like`` is of another grid (shape or affine), geometry or set of views.
-    """
     affine = np.asarray(affine, dtype=float)
     vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     vox_mm = float(vox.min())
-    data = np.asarray(data)
-    if like is not None and (like.data.shape != data.shape
-                             or not np.array_equal(like.affine, affine) or like.geometry != geom
-                             or tuple(like.yaws) != tuple(yaws) or like.smooth_mm != smooth_mm):
-        raise ValueError("render_head: 'like' is a render of another grid, geometry or views")
-    vol = _smoothed(data, vox, smooth_mm, like)
+    vol = ndi.gaussian_filter(np.asarray(data, dtype=np.float32), smooth_mm / vox, truncate=2.0)
     block = max(2, int(round(4.0 / vox_mm)))
-    occ = occupancy(vol, geom.threshold, block)
-    stale = None if like is None else _stale_blocks(vol, occ, like, block)
+    occ = _occupancy(vol, geom.threshold, block)
     inv = np.linalg.inv(affine)
     size, fov = geom.size, geom.fov_mm
     pix = fov / size
@@ -313,71 +315,12 @@ def render_head(
     centre = np.asarray(geom.centre)
     half_depth = 0.5 * float(np.linalg.norm(np.array(vol.shape) * vox)) + 10.0
     out = np.zeros((len(yaws), size, size), dtype=np.uint8)
-    depths = np.empty((len(yaws), size * size))
-    reaches = np.empty((len(yaws), size * size))
     for k, yaw in enumerate(yaws):
         right, up, d = _camera(geom, yaw)
         start = centre - half_depth * d
         grid = (start[None, None, :] + coords[None, :, None] * right[None, None, :]
-                - coords[:, None, None] * up[None, None, :]).reshape(-1, 3)
-        if like is None:
-            depth, reach = march(vol, occ, block, inv, grid, d, geom.threshold, vox_mm)
-        else:
-            depth, reach = like.depth[k].copy(), like.reach[k].copy()
-            redo = _rays_to_redo(stale, block, inv, grid, d, vox_mm, reach)
-            depth[redo], reach[redo] = march(vol, occ, block, inv, grid[redo], d,
-                                              geom.threshold, vox_mm)
-        depths[k], reaches[k] = depth, reach
-        out[k] = np.round(255.0 * _shade(depth.reshape(size, size), pix)).astype(np.uint8)
-    return HeadRender(out, depths, reaches, data, affine, vol, occ, geom, tuple(yaws),
-                      smooth_mm)
-
-
-def _smoothed(data: np.ndarray, vox: np.ndarray, smooth_mm: float,
-              like: HeadRender | None) -> np.ndarray:
-    """Gaussian-smoothed float32 image; with ``like``, recomputed only near changed voxels.
-
-    Each output voxel is a fixed sum over the kernel's reach (``_TRUNCATE`` sigmas), so
-    filtering the changed box grown by two reaches and keeping its inner part (grown by one
-    reach) gives the whole-image values there, and the rest is unchanged.
-    """
-    sigma = smooth_mm / vox
-    if like is None:
-        return ndi.gaussian_filter(np.asarray(data, dtype=np.float32), sigma,
-                                   truncate=_TRUNCATE)
-    changed = data != like.data
-    if not changed.any():
-        return like.smoothed
-    reach = np.array([int(_TRUNCATE * float(s) + 0.5) for s in sigma])  # scipy's kernel radius
-    outer = padded_box(changed, 2 * reach)
-    inner = padded_box(changed, reach)
-    part = ndi.gaussian_filter(np.asarray(data[outer], dtype=np.float32), sigma,
-                               truncate=_TRUNCATE)
-    vol = like.smoothed.copy()
-    vol[inner] = part[tuple(slice(i.start - o.start, i.stop - o.start)
-                            for i, o in zip(inner, outer))]
-    return vol
-
-
-def _stale_blocks(vol: np.ndarray, occ: np.ndarray, like: HeadRender, block: int) -> np.ndarray:
-    """Occupancy blocks a ray must avoid to keep its old depth (see :func:`render_head`)."""
-    blocks = block_reduce(vol != like.smoothed, block, how="max", edge="pad")
-    ball = np.ones((3, 3, 3), bool)
-    # a fine sample reads its voxel and the next one: a block next to a changed one
-    near = ndi.binary_dilation(blocks, ball)
-    changed = ndi.binary_dilation(near, ball) | (occ != like.occupancy)
-    return ndi.binary_dilation(changed, ball)
-
-
-def _rays_to_redo(stale: np.ndarray, block: int, inv: np.ndarray, origin: np.ndarray,
-                  d: np.ndarray, vox_mm: float, reach: np.ndarray) -> np.ndarray:
-    """Rays whose first lattice point in a stale block comes before their reach."""
-    o_vox = origin @ inv[:3, :3].T + inv[:3, 3]
-    d_vox = inv[:3, :3] @ d
-    rays, t, hits = lattice(stale, block, o_vox, d_vox, block * vox_mm)
-    redo = np.zeros(origin.shape[0], dtype=bool)
-    if rays.size:
-        any_hit = hits.any(axis=1)
-        first = t[np.arange(rays.size), np.argmax(hits, axis=1)]
-        redo[rays[any_hit]] = first[any_hit] <= reach[rays[any_hit]]
-    return redo
+                - coords[:, None, None] * up[None, None, :])
+        depth = _march(vol, occ, block, inv, grid.reshape(-1, 3), d, geom.threshold,
+                       2.0 * half_depth, vox_mm).reshape(size, size)
+        out[k] = np.round(255.0 * _shade(depth, pix)).astype(np.uint8)
+    return out
