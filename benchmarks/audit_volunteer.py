@@ -61,7 +61,8 @@ def main(work: Path, methods: list[str]) -> None:
             print(f"  {name:9s} face={row['face_detected']!s:5s} scores={row['view_scores']} "
                   f"reid_distance={row['reid_distance']:.3f} "
                   f"depth_mm={r.get('surface_depth_change_mm', float('nan')):.1f} "
-                  f"brain_changed={r['brain_voxels_changed']}", flush=True)
+                  f"brain_changed={r['brain_voxels_changed']} "
+                  f"debris_cleared={r.get('debris_voxels_cleared', 0)}", flush=True)
 
 
 if __name__ == "__main__":

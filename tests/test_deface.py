@@ -92,10 +92,43 @@ def test_sidecar_and_no_face_bearing_outputs(maskface_run):
     anat = out / "sub-01" / "anat"
     side = json.loads((anat / "sub-01_desc-defacedphantom_T1w.json").read_text())
     assert side["Template"] == "phantom" and side["Method"] == "maskface"
+    assert side["DebrisVoxelsCleared"] == 0  # the phantom's air holds nothing bright
     assert np.asarray(side["SubjectToTemplateRAS"]).shape == (4, 4)
     assert side["provenance"]["version"]
     assert not list(anat.glob("*removedface*"))
     assert res["brain_mask"].exists()
+
+
+def test_detached_specks_in_front_of_the_face_are_cleared(template, subject, tmp_path):
+    """Two bright 2x2x2 specks ~15 mm in front of the eyes (like a frame or a ghost) stay
+    in front of the new face unless the debris step clears them; the sidecar counts them."""
+    _, ph = subject
+    data = np.rint(ph.data).astype(np.int16)
+    ijk = [np.rint(np.linalg.solve(ph.affine, [x, 100.0, -8.0, 1.0])[:3]).astype(int)
+           for x in (-32.0, 32.0)]
+    specks = np.zeros(data.shape, bool)
+    for i, j, k in ijk:
+        specks[i:i + 2, j:j + 2, k:k + 2] = True
+    data[specks] = 650
+    path = tmp_path / "sub-02_T1w.nii.gz"
+    nb.save(nb.Nifti1Image(data, ph.affine), path)
+    written = {}
+    for clear in (False, True):
+        out = tmp_path / f"clear{int(clear)}"
+        res = run_deface(path, "sub-02", [template], DefaceConfig(clear_debris=clear), out)
+        anat = out / "sub-02" / "anat"
+        side = json.loads((anat / "sub-02_desc-defacedphantom_T1w.json").read_text())
+        assert side["DebrisVoxelsCleared"] == res["templates"]["phantom"]["debris_voxels_cleared"]
+        written[clear] = (_load(anat / "sub-02_desc-defacedphantom_T1w.nii.gz"),
+                          _load(anat / "sub-02_desc-facephantom_mask.nii.gz"), side)
+    kept, cleared = written[False][0], written[True][0]
+    assert np.array_equal(kept[specks], data[specks])  # untouched without the step
+    assert written[False][2]["DebrisVoxelsCleared"] == 0
+    assert written[True][2]["DebrisVoxelsCleared"] == int(specks.sum())
+    air = np.median(data[:, -5:, :])  # the background's level
+    assert np.abs(cleared[specks].astype(float) - air).max() < 20.0  # noise sd 8
+    assert written[True][1][specks].all()  # counted as replaced (face mask)
+    assert np.array_equal(cleared[~specks], kept[~specks])  # nothing else differs
 
 
 def test_nmi_matches_independent_computation(maskface_run, subject):

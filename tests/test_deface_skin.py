@@ -13,6 +13,7 @@ from isyb_dask.deface.phantom import make_head
 from isyb_dask.deface.reface import intensity_fit, reface, region_weight
 from isyb_dask.deface.skin import (
     FaceRegionError,
+    clear_air_debris,
     extend_face_region,
     head_mask_full,
     signed_distance,
@@ -78,6 +79,48 @@ def test_maskface_blur_moves_the_skin_and_stays_in_the_face(phantom):
     assert dist[changed].max() <= 26.0 + VOX
     with pytest.raises(FaceRegionError, match="too small"):
         maskface_blur(phantom.data, np.zeros_like(region), head, vox)
+
+
+def test_air_debris_in_front_of_the_face_is_cleared(phantom):
+    """Detached bright specks in front of the face survive the skin-layer replacement and
+    show as the outermost skin of their columns; cleared, those columns show the new face."""
+    vox = np.array([VOX] * 3)
+    data = phantom.data.copy()
+    head0 = head_mask_full(data, vox, NORMAL)
+    # two 2x2x2-voxel specks at eye height, ~12 mm in front of the skin, and one elsewhere
+    front = np.flatnonzero(head0[:, :, 30].any(axis=0)).max()
+    specks = np.zeros(data.shape, bool)
+    for i in (26, 36):
+        specks[i:i + 2, front + 4:front + 6, 30:32] = True
+    elsewhere = np.zeros(data.shape, bool)
+    elsewhere[31:33, 20:22, 69:71] = True  # above the back of the head, outside the face region
+    data[specks | elsewhere] = 650.0
+    head = head_mask_full(data, vox, NORMAL)
+    assert not (head & (specks | elsewhere)).any()  # detached: not part of the head
+    region = extend_face_region(phantom.keep == 0, np.ones(head.shape, bool), NORMAL,
+                                head=head, voxel_mm=vox)
+    assert region[specks].all() and not region[elsewhere].any()
+    out, changed = maskface_blur(data, region, head, vox)
+    assert not changed[specks].any()  # the skin layer does not reach them
+    thr = skin_threshold(data)
+    cols = specks.any(axis=1)
+    before = skin_depth_map(out, thr, NORMAL, vox)
+    cleared_img, cleared = clear_air_debris(out, region, head, changed, thr)
+    after = skin_depth_map(cleared_img, thr, NORMAL, vox)
+    assert np.array_equal(cleared, specks)  # exactly the specks: not the layer, not elsewhere
+    air = region & ~head & ~changed & ~specks
+    assert np.allclose(cleared_img[specks], np.median(out[air]))
+    assert np.array_equal(cleared_img[~specks], out[~specks])
+    assert cleared_img[elsewhere].min() == 650.0
+    # the specks' columns: before, the speck is their outermost "skin" (>= 6 mm in front of
+    # the face around them); after, they read the new face like their neighbours (< 1 voxel)
+    ring = ndi.binary_dilation(cols, iterations=2) & ~ndi.binary_dilation(cols)
+    face_level = np.median(after[ring])
+    assert np.min(before[cols]) - face_level >= 6.0
+    assert np.max(np.abs(after[cols] - face_level)) < VOX
+    # nothing to clear: the same array back
+    same, none = clear_air_debris(phantom.data, region, head, changed, thr)
+    assert same is phantom.data and not none.any()
 
 
 def _second_difference(depth: np.ndarray) -> np.ndarray:

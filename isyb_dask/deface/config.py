@@ -73,6 +73,11 @@ class DefaceConfig:
     brain_grow_mm
         Without a subject anatomy: growth of the carried atlas brain into brain-bright
         voxels (:func:`isyb_dask.deface.brainmask.grow_brain`).
+    clear_debris
+        ``maskface``/``reface``: voxels of the face region's air (outside the head, not in
+        the new skin layer) brighter than the skin threshold are set to the region's air
+        level (:func:`isyb_dask.deface.skin.clear_air_debris`): detached specks in front of
+        the new face go. ``False`` keeps them (the behaviour before 2026-12-07).
     audit
         Run the face audit (renders, face detection, re-identification embedding) on every
         defaced head (default). ``False`` skips it, as when the ``audit`` extra is not
@@ -104,6 +109,7 @@ class DefaceConfig:
     face_up_mm: float = 40.0
     brain_grow_mm: float = 3.0
     zero_coat_mm: float = 8.0
+    clear_debris: bool = True
     audit: bool = True
 
     def __post_init__(self) -> None:

@@ -30,6 +30,7 @@ from isyb_dask.deface.nmi import normalized_mutual_information, union_face_mask
 from isyb_dask.deface.reface import reface
 from isyb_dask.deface.skin import (
     FaceRegionError,
+    clear_air_debris,
     extend_face_region,
     head_mask_full,
     skin_depth_map,
@@ -92,7 +93,8 @@ def deface_array(
     dict
         ``defaced`` (float64), ``changed`` (bool, voxels the method replaced), ``protect``
         (bool, dilated brain), ``brain`` (bool), ``registration`` (AffineRegistration),
-        ``normal`` (axis, sign), ``region`` (bool face region), ``info`` (method details).
+        ``normal`` (axis, sign), ``region`` (bool face region), ``info`` (method details),
+        ``debris`` (voxels of the face region's air cleared, ``cfg.clear_debris``).
 
     Raises
     ------
@@ -131,6 +133,7 @@ def deface_array(
     protect = protect_mask(brain, vox, cfg.brain_dilate_mm)
     normal = face_normal(res.transform, affine)
     info: dict[str, Any] = {}
+    n_debris = 0
     head = head if head is not None else head_mask_full(data, vox, normal)
     tpl_tissue = tpl > skin_threshold(reg.sitk_to_array(head_s))
     region = extend_face_region(keep < 0.5, inside, normal, head=head, voxel_mm=vox,
@@ -171,10 +174,16 @@ def deface_array(
                 margin_mm=cfg.blend_margin_mm, ramp_mm=cfg.blend_ramp_mm, base=defaced,
             )
             changed |= ch
+        if cfg.clear_debris:  # detached bright specks in front of the new face
+            defaced, debris = clear_air_debris(defaced, region, head, changed,
+                                               skin_threshold(data))
+            changed |= debris
+            n_debris = int(debris.sum())
     defaced[protect] = np.asarray(data, dtype=np.float64)[protect]
     changed &= ~protect
     return {"defaced": defaced, "changed": changed, "protect": protect, "brain": brain,
-            "registration": res, "normal": normal, "region": region, "info": info}
+            "registration": res, "normal": normal, "region": region, "info": info,
+            "debris": n_debris}
 
 
 def voxel_sizes_affine(affine: np.ndarray) -> np.ndarray:
@@ -282,6 +291,7 @@ def run_deface(
         row: dict[str, Any] = {
             "nmi": float("nan"), "face_voxels_changed": 0, "brain_voxels_changed": 0,
             "surface_depth_change_mm": float("nan"), "registration_metric": float("nan"),
+            "debris_voxels_cleared": 0,
             "seconds": float("nan"), "transform_plausible": False, "error": None, "checks": {},
         }
         results[t.name] = row
@@ -315,6 +325,7 @@ def run_deface(
         row["brain_voxels_changed"] = int((d[protect] != original[protect]).sum())
         diff = d != original  # exact: numpy compares in float64 without a float64 copy of d
         row["face_voxels_changed"] = int(diff.sum())
+        row["debris_voxels_cleared"] = out["debris"]
         defaced_all[t.name] = d
         meta = {
             "Description": f"T1w defaced with template {t.name} ({cfg.method})",
@@ -328,6 +339,7 @@ def run_deface(
             "BrainVoxelsChanged": row["brain_voxels_changed"],
             "FaceVoxelsChanged": row["face_voxels_changed"],
             "SurfaceDepthChangeMedianMM": row["surface_depth_change_mm"],
+            "DebrisVoxelsCleared": out["debris"],
             "BrainMask": brain_note,
             "Defaced": True,
         }
