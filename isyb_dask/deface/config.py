@@ -76,7 +76,7 @@ class DefaceConfig:
     clear_debris
         ``maskface``/``reface``: voxels of the face region's air (outside the head, not in
         the new skin layer) brighter than the skin threshold are set to the region's air
-        level (:func:`isyb_dask.deface.skin.clear_air_debris`): detached specks in front of
+        level (:func:`isyb_dask.deface.skin.air_debris`): detached specks in front of
         the new face go. ``False`` keeps them (the behaviour before 2026-12-07).
     audit
         Run the face audit (renders, face detection, re-identification embedding) on every

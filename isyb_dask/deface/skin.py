@@ -11,9 +11,9 @@ measure how far the facial surface moved:
   outside the template's field of view by its nearest value (a template whose FOV cuts the
   nose tip must not keep the subject's nose tip) and towards the volume edge on the face
   side (as mask_face extends its box);
-* :func:`clear_air_debris`: bright specks detached from the head in the air in front of the
-  face (they survive a skin-layer replacement and can read as eyes on a render) set to the
-  air level;
+* :func:`air_debris`: bright specks detached from the head in the air in front of the face
+  (they survive a skin-layer replacement and can read as eyes on a render) and the air
+  level they are set to;
 * :func:`signed_distance`: signed distance (mm) to the skin, negative inside the head;
 * :func:`skin_depth_map` / :func:`surface_depth_change`: the outermost skin point of every
   column along the face normal and the change of that depth between two images.
@@ -28,7 +28,7 @@ from isyb_dask.blocks import padded_box
 
 __all__ = [
     "FaceRegionError",
-    "clear_air_debris",
+    "air_debris",
     "extend_face_region",
     "head_mask_full",
     "opening_in_box",
@@ -213,59 +213,55 @@ def extend_face_region(
     return out | _ray_fill(out, axis, -sign)
 
 
-def clear_air_debris(
+def air_debris(
     image: np.ndarray,
     region: np.ndarray,
     head: np.ndarray,
     replaced: np.ndarray,
     threshold: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Set tissue-bright voxels in the air of the face region to the region's air level.
+) -> tuple[np.ndarray, float]:
+    """Tissue-bright voxels in the air of the face region, and the region's air level.
 
     A masking method that replaces the facial skin layer leaves everything farther out
     untouched. Voxels there that are brighter than the skin threshold belong to nothing
     connected to the head (the head mask holds the largest component and everything behind
-    it along the face normal): noise spikes, ghosts, small detached specks. They stay visible
-    in front of the new, smooth face; on a skin render two of them read as eyes to a face
-    detector, and whether a ray caster steps onto such a speck depends on its sampling
-    phase. The air level is the median of the face region's remaining air (0 without any).
+    it along the face normal): noise spikes, ghosts, small detached specks or frames. They
+    stay visible in front of the new, smooth face; on a skin render two of them read as eyes
+    to a face detector, and whether a ray caster steps onto such a speck depends on its
+    sampling phase. The caller sets them to the air level (``image[mask] = level``).
 
     Parameters
     ----------
     image
-        The masked image (float; not modified).
+        The masked image (not modified).
     region
         Boolean face region, continued to the volume edge on the face side.
     head
         Boolean head mask of the original image (:func:`head_mask_full`).
     replaced
-        Boolean voxels the masking method wrote (the new skin layer): left as they are.
+        Boolean voxels the masking method wrote (the new skin layer): never debris.
     threshold
         Skin threshold (:func:`skin_threshold`) of the original image.
 
     Returns
     -------
-    (numpy.ndarray, numpy.ndarray)
-        The image with the debris cleared (a copy when any voxel changed) and the boolean
-        mask of the cleared voxels.
+    (numpy.ndarray, float)
+        Boolean mask of the debris and the median of the region's remaining air (0 when the
+        region holds no other air).
     """
     region = np.asarray(region, dtype=bool)
-    cleared = np.zeros(region.shape, dtype=bool)
+    debris = np.zeros(region.shape, dtype=bool)
     if not region.any():
-        return image, cleared
+        return debris, 0.0
     box = padded_box(region, 0)
     sub = np.asarray(image)[box]
     air = region[box] & ~np.asarray(head, dtype=bool)[box] & ~np.asarray(replaced, dtype=bool)[box]
     bright = air & (sub > threshold)
     if not bright.any():
-        return image, cleared
+        return debris, 0.0
     rest = sub[air & ~bright]
-    level = float(np.median(rest)) if rest.size else 0.0
-    out = np.array(image, copy=True)
-    out_sub = out[box]
-    out_sub[bright] = level
-    cleared[box] = bright
-    return out, cleared
+    debris[box] = bright
+    return debris, float(np.median(rest)) if rest.size else 0.0
 
 
 def signed_distance(head: np.ndarray, voxel_mm: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from isyb_dask.deface.nmi import normalized_mutual_information, union_face_mask
 from isyb_dask.deface.reface import reface
 from isyb_dask.deface.skin import (
     FaceRegionError,
-    clear_air_debris,
+    air_debris,
     extend_face_region,
     head_mask_full,
     skin_depth_map,
@@ -175,8 +175,8 @@ def deface_array(
             )
             changed |= ch
         if cfg.clear_debris:  # detached bright specks in front of the new face
-            defaced, debris = clear_air_debris(defaced, region, head, changed,
-                                               skin_threshold(data))
+            debris, air_level = air_debris(defaced, region, head, changed, skin_threshold(data))
+            defaced[debris] = air_level  # defaced is this call's own array
             changed |= debris
             n_debris = int(debris.sum())
     defaced[protect] = np.asarray(data, dtype=np.float64)[protect]
