@@ -33,6 +33,7 @@ from isyb_dask.deface.skin import (
     air_debris,
     extend_face_region,
     head_mask_full,
+    noisy_background,
     skin_depth_map,
     skin_threshold,
     surface_depth_change,
@@ -64,6 +65,7 @@ def deface_array(
     subject_brain: np.ndarray | None = None,
     head: np.ndarray | None = None,
     registration: reg.AffineRegistration | None = None,
+    denoise: bool | None = None,
 ) -> dict[str, Any]:
     """Deface a canonical (RAS-ordered) array with one template.
 
@@ -87,6 +89,9 @@ def deface_array(
         The subject's head mask (:func:`skin.head_mask_full`; computed when None).
     registration
         A plausible subject -> template registration to use instead of registering again.
+    denoise
+        The background is noisy (:func:`skin.noisy_background`): the skin and the debris
+        are found on the 3x3x3 median. Decided from ``data`` when None.
 
     Returns
     -------
@@ -134,7 +139,11 @@ def deface_array(
     normal = face_normal(res.transform, affine)
     info: dict[str, Any] = {}
     n_debris = 0
-    head = head if head is not None else head_mask_full(data, vox, normal)
+    skin_thr = skin_threshold(data)
+    if denoise is None:
+        denoise = noisy_background(data, skin_thr)
+    head = head if head is not None else head_mask_full(data, vox, normal, threshold=skin_thr,
+                                                        denoise=denoise)
     tpl_tissue = tpl > skin_threshold(reg.sitk_to_array(head_s))
     region = extend_face_region(keep < 0.5, inside, normal, head=head, voxel_mm=vox,
                                 up_mm=cfg.face_up_mm, template_tissue=tpl_tissue,
@@ -152,7 +161,7 @@ def deface_array(
         weight = np.where(region & (keep >= 0.5), 0.0, keep)
         defaced, changed = zero_face(data, weight)
         if cfg.zero_coat_mm > 0:  # plain wall at the cut (no orbits / cavities showing)
-            thr = skin_threshold(data)
+            thr = skin_thr
             defaced, coat = coat_cut(defaced, weight < 0.5, head, vox, coat_mm=cfg.zero_coat_mm,
                                      threshold=thr)
             changed |= coat
@@ -175,7 +184,8 @@ def deface_array(
             )
             changed |= ch
         if cfg.clear_debris:  # detached bright specks in front of the new face
-            debris, air_level = air_debris(defaced, region, head, changed, skin_threshold(data))
+            debris, air_level = air_debris(defaced, region, head, changed, skin_thr,
+                                           denoise=denoise)
             defaced[debris] = air_level  # defaced is this call's own array
             changed |= debris
             n_debris = int(debris.sum())
@@ -285,6 +295,7 @@ def run_deface(
     heads: dict[tuple[int, int], np.ndarray] = {}
     skin_before: dict[tuple[int, int], np.ndarray] = {}
     skin_thr: float | None = None
+    noisy = False
     vox_c = voxel_sizes_affine(canon.affine)
     for t in templates:
         t0 = time.perf_counter()
@@ -301,10 +312,14 @@ def run_deface(
             res = seeded.get(t.name) or template_registration(
                 fixed, t, cfg, atlas_registration=seeded.get(BUILTIN_NAME))
             normal = face_normal(res.transform, canon.affine)
+            if skin_thr is None:  # the original's skin threshold and background: once
+                skin_thr = skin_threshold(data_c)
+                noisy = noisy_background(data_c, skin_thr)
             if normal not in heads:
-                heads[normal] = head_mask_full(data_c, vox_c, normal)
+                heads[normal] = head_mask_full(data_c, vox_c, normal, threshold=skin_thr,
+                                               denoise=noisy)
             out = deface_array(data_c, canon.affine, t, cfg, fixed=fixed, subject_brain=brain_c,
-                               head=heads.get(normal), registration=res)
+                               head=heads.get(normal), registration=res, denoise=noisy)
         except (RegistrationError, InputError, FaceRegionError) as exc:
             row["error"] = str(exc)
             row["seconds"] = time.perf_counter() - t0
@@ -312,11 +327,11 @@ def run_deface(
         res = out["registration"]
         row.update(registration_metric=res.metric, transform_plausible=True, checks=res.checks)
         if out["normal"] not in skin_before:  # the original's skin: once per face normal
-            skin_thr = skin_thr if skin_thr is not None else skin_threshold(data_c)
-            skin_before[out["normal"]] = skin_depth_map(data_c, skin_thr, out["normal"], vox_c)
+            skin_before[out["normal"]] = skin_depth_map(data_c, skin_thr, out["normal"], vox_c,
+                                                        denoise=noisy)
         row["surface_depth_change_mm"] = surface_depth_change(
             data_c, out["defaced"], out["region"], out["normal"], vox_c, threshold=skin_thr,
-            before=skin_before[out["normal"]])["median_mm"]
+            before=skin_before[out["normal"]], denoise=noisy)["median_mm"]
         protect = reg.from_canonical(out["protect"], img.affine)
         changed = reg.from_canonical(out["changed"], img.affine)
         d = cast_like(reg.from_canonical(out["defaced"], img.affine), dtype)
