@@ -58,6 +58,41 @@ def _turned(affine: np.ndarray, degrees: float, axis: int) -> np.ndarray:
     return r @ affine
 
 
+def _anterior_axis(affine: np.ndarray) -> tuple[int, int]:
+    """Voxel axis and direction (+1: growing index) of RAS anterior."""
+    ornt = io_orientation(affine)
+    axis = int(np.flatnonzero(ornt[:, 0] == 1)[0])
+    return axis, int(ornt[axis, 1])
+
+
+def _nose_cut(data: np.ndarray, affine: np.ndarray):
+    """The field of view ends 6 mm behind the most anterior head voxel (nose tip cut)."""
+    axis, sign = _anterior_axis(affine)
+    vox = float(np.sqrt((affine[:3, axis] ** 2).sum()))
+    front = np.flatnonzero((data > skin_threshold(data)).any(axis=tuple(i for i in range(3) if i != axis)))
+    cut = int(round(6.0 / vox))
+    keep = [slice(None)] * 3
+    keep[axis] = slice(0, front.max() + 1 - cut) if sign > 0 else slice(front.min() + cut, None)
+    shift = np.eye(4)
+    shift[axis, 3] = keep[axis].start or 0
+    return data[tuple(keep)], affine @ shift
+
+
+def _thick_slices(data: np.ndarray, affine: np.ndarray):
+    """Pairs of slices along the third voxel axis averaged: 4 mm slices."""
+    n = data.shape[2] // 2 * 2
+    thick = data[:, :, :n].reshape(data.shape[0], data.shape[1], n // 2, 2).mean(axis=3)
+    scale = np.diag([1.0, 1.0, 2.0, 1.0])
+    scale[2, 3] = 0.5  # the new voxel centre lies between the two it averages
+    return thick.astype(np.float32), affine @ scale
+
+
+def _ghost(data: np.ndarray, affine: np.ndarray, level: float) -> np.ndarray:
+    """A phase-encoding ghost: the head shifted by half the field of view along A-P, at ``level``."""
+    axis, _ = _anterior_axis(affine)
+    return (data + level * np.roll(data, data.shape[axis] // 2, axis=axis)).astype(np.float32)
+
+
 def variants(data: np.ndarray, affine: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The volunteer's copies by name."""
     rng = np.random.default_rng(0)
@@ -75,6 +110,9 @@ def variants(data: np.ndarray, affine: np.ndarray) -> dict[str, tuple[np.ndarray
         "yaw20": (data, _turned(affine, 20.0, 2)),
         "scale0.01": ((data * 0.01).astype(np.float32), affine),
         "cropchin": (data[:, :, 12:], affine @ crop),
+        "nosecut": _nose_cut(data, affine),
+        "slices4mm": _thick_slices(data, affine),
+        "ghost30": (_ghost(data, affine, 0.3), affine),
     })
     return out
 

@@ -152,6 +152,25 @@ def test_noisy_head_is_defaced(template, tmp_path):
     assert moved["median_mm"] >= 4.0
 
 
+def test_nose_cut_by_the_field_of_view_is_replaced(template, subject, tmp_path):
+    """The stage spares the face normal's axis from the layer's fade at the volume's faces:
+    a nose cut by the field of view is replaced up to the cut."""
+    _, ph = subject
+    data = np.rint(ph.data).astype(np.int16)
+    thr = float(np.percentile(data[data > 100], 5))
+    front = np.flatnonzero((data > thr).any(axis=(0, 2))).max()
+    data = data[:, : front + 1 - 2, :]  # the FOV ends 6 mm behind the nose tip
+    path = tmp_path / "sub-04_T1w.nii.gz"
+    nb.save(nb.Nifti1Image(data, ph.affine), path)
+    res = run_deface(path, "sub-04", [template], DefaceConfig(audit=False), tmp_path / "out")
+    assert res["templates"]["phantom"]["error"] is None
+    d = _load(tmp_path / "out" / "sub-04" / "anat" / "sub-04_desc-defacedphantom_T1w.nii.gz")
+    stump = data[:, -1, :] > thr
+    assert stump.sum() >= 20
+    changed = np.abs(d[:, -1, :].astype(float) - data[:, -1, :])[stump] / data[:, -1, :][stump]
+    assert np.mean(changed > 0.2) >= 0.9
+
+
 def test_nmi_matches_independent_computation(maskface_run, subject):
     res, out = maskface_run
     orig = _load(subject[0]).astype(float)

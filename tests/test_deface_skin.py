@@ -158,6 +158,28 @@ def test_noisy_background_keeps_the_skin_where_it_is(phantom):
     assert surface_depth_change(d, out, region, NORMAL, vox)["median_mm"] < 2.0
 
 
+def test_face_cut_by_the_field_of_view_is_replaced(phantom):
+    """The field of view ends 6 mm behind the nose tip: the cut nose lies on the volume's
+    front face. Fading the layer out at that face kept it (0 of its voxels changed); across
+    the other axes only, every one of them is replaced."""
+    vox = np.array([VOX] * 3)
+    thr = skin_threshold(phantom.data)
+    front = np.flatnonzero((phantom.data > thr).any(axis=(0, 2))).max()
+    d = phantom.data[:, : front + 1 - 2, :]
+    head = head_mask_full(d, vox, NORMAL)
+    region = extend_face_region(phantom.keep[:, : d.shape[1], :] == 0, np.ones(d.shape, bool),
+                                NORMAL, head=head, voxel_mm=vox)
+    stump = d[:, -1, :] > thr  # the nose's cut face
+    assert stump.sum() >= 20
+    faded, faded_changed = maskface_blur(d, region, head, vox, fade_axes=(0, 1, 2))
+    spared, spared_changed = maskface_blur(d, region, head, vox, fade_axes=(0, 2))
+    assert not faded_changed[:, -1, :][stump].any()
+    assert spared_changed[:, -1, :][stump].all()
+    moved = np.abs(spared[:, -1, :] - d[:, -1, :])[stump] / d[:, -1, :][stump]
+    assert np.all(moved > 0.2)
+    assert surface_depth_change(d, spared, region, NORMAL, vox)["median_mm"] >= 4.0
+
+
 def _second_difference(depth: np.ndarray) -> np.ndarray:
     """Largest absolute second difference of a depth map along its two axes (mm)."""
     s = [np.abs(np.roll(depth, 1, ax) - 2 * depth + np.roll(depth, -1, ax)) for ax in (0, 1)]

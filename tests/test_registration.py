@@ -168,3 +168,22 @@ def test_real_head_mni_template_registers(shared_data):
     inside[:, :, 40:] = True  # template FOV stops at the chin: compare above it
     dice = 2 * (a & b & inside).sum() / ((a & inside).sum() + (b & inside).sum())
     assert dice > 0.85
+
+
+def test_downsample_with_an_axis_already_at_the_step():
+    """Thick slices (2 x 2 x 4 mm) to a 4 mm level: the 4 mm axis keeps its voxels, the
+    others are averaged (block path), or Gaussian-smoothed alone (3 mm level) — no axis
+    gets a zero sigma, which ITK refuses."""
+    rng = np.random.default_rng(0)
+    arr = rng.normal(100.0, 10.0, (30, 40, 50)).astype(np.float32)  # sitk order z, y, x
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((2.0, 2.0, 4.0))
+    four = reg.downsample(img, 4.0)
+    assert four.GetSpacing() == pytest.approx((4.0, 4.0, 4.0))
+    assert four.GetSize() == (25, 20, 30)
+    blocks = arr.reshape(30, 20, 2, 25, 2).mean(axis=(2, 4))
+    assert np.allclose(sitk.GetArrayFromImage(four), blocks, atol=1e-3)
+    three = reg.downsample(img, 3.0)  # x, y smoothed; z (4 mm, coarser than 3) not smoothed
+    out = sitk.GetArrayFromImage(three)
+    assert np.isfinite(out).all() and three.GetSize()[2] == 40
+    assert out.std() < arr.std()  # the in-plane smoothing averaged noise away

@@ -68,6 +68,7 @@ def maskface_blur(
     border_mm: float | None = 20.0,
     air_keep_mm: float = 3.0,
     feather_mm: float = 4.0,
+    fade_axes: tuple[int, ...] = (0, 1, 2),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replace the skin layer of the face region by a smooth surface (see module docstring).
 
@@ -96,13 +97,19 @@ def maskface_blur(
         Width of the ramp at the region's border when it differs from ``ramp_mm``: the skin
         moves by up to ``shift_mm`` plus the recession of the smoothed skin there, so its
         curvature across the border is about ``6 * move / border_mm**2``. The ramp also
-        fades out within ``border_mm`` of the volume's faces (a shell cut by the field of
-        view would end in a flat wall).
+        fades out within ``border_mm`` of the volume's faces across ``fade_axes`` (a shell
+        cut by the field of view would end in a flat wall).
     air_keep_mm
         Air voxels farther than this from the old and the new skin keep their values.
     feather_mm
         Gaussian sigma (mm) applied to the distance to the face region before the border
         ramp (a smooth, kink-free blend weight).
+    fade_axes
+        Voxel axes across whose two volume faces the layer fades out within ``border_mm``.
+        The deface stage leaves out the face normal's axis: where the field of view cuts
+        the nose or the lips, fading there kept them as they were (volunteer with its FOV
+        6 mm behind the nose tip: face found, frontal score 1.03), and a shell ending in a
+        flat wall at the cut is what the original's cut face shows too.
 
     Returns
     -------
@@ -161,13 +168,16 @@ def maskface_blur(
         p = ndi.map_coordinates(phi_c, pts, order=1, mode="nearest")
     w_r = _smoothstep(1.0 - (ndi.map_coordinates(dist_c, pts, order=1, mode="nearest") - margin_mm)
                       / border)
-    # distance (mm) of each voxel to the nearest face of the volume
+    # distance (mm) of each voxel to the nearest face of the volume across ``fade_axes``
     edge = None
     for i, c in enumerate(cidx):  # per-axis lookup tables: one gather per axis
+        if i not in fade_axes:
+            continue
         k = np.arange(sub.shape[i]) + lo[i]
         table = (np.minimum(k, vol.shape[i] - 1 - k) * vox[i])[c]
         edge = table if edge is None else np.minimum(edge, table)
-    w_r = w_r * _smoothstep(edge / border)
+    if edge is not None:
+        w_r = w_r * _smoothstep(edge / border)
     p_s = ndi.map_coordinates(phi_sc, pts, order=1, mode="nearest") - shift_mm
     # a voxel is in the layer when it lies within depth_mm of the old or of the new skin
     w = w_r * _smoothstep((np.maximum(p, p_s) + depth_mm) / max(ramp_mm, 1e-6))

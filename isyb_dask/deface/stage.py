@@ -176,6 +176,9 @@ def deface_array(
             data, region, head, vox, depth_mm=cfg.skin_depth_mm, smooth_mm=cfg.skin_smooth_mm,
             shift_mm=cfg.skin_shift_mm, margin_mm=cfg.blend_margin_mm,
             ramp_mm=cfg.blend_ramp_mm, border_mm=cfg.blend_border_mm,
+            # the layer fades out at the volume's faces except across the face normal: a
+            # nose or lips cut by the field of view are replaced up to the cut
+            fade_axes=tuple(a for a in range(3) if a != normal[0]),
         )
         if cfg.method == "reface":  # the template's face, blended into the smooth face
             defaced, ch, info = reface(

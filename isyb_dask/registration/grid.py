@@ -239,17 +239,29 @@ def downsample(image: sitk.Image, step_mm: float, threads: int = 1) -> sitk.Imag
     if step_mm <= spacing.min() * 1.01:
         return image
     factors = step_mm / spacing
-    if np.all(np.abs(factors - np.round(factors)) < 0.01) and np.all(np.round(factors) >= 2):
-        # integer factors: block averaging is a cheap anti-aliased down-sampling
+    whole = np.round(factors)
+    if np.all(np.abs(factors - whole) < 0.01) and np.all(whole >= 1):
+        # integer factors: block averaging is a cheap anti-aliased down-sampling (an axis
+        # already at the step, e.g. thick slices, keeps its voxels)
         b = sitk.BinShrinkImageFilter()
-        b.SetShrinkFactors([int(round(f)) for f in factors])
+        b.SetShrinkFactors([int(f) for f in whole])
         b.SetNumberOfThreads(int(threads))
         return b.Execute(image)
     sigma = [float(math.sqrt(max(step_mm**2 - s**2, 0.0)) / 2.355) for s in spacing]
-    g = sitk.SmoothingRecursiveGaussianImageFilter()
-    g.SetSigma(sigma)
-    g.SetNumberOfThreads(int(threads))
-    smooth = g.Execute(image)
+    if min(sigma) > 0:
+        g = sitk.SmoothingRecursiveGaussianImageFilter()
+        g.SetSigma(sigma)
+        g.SetNumberOfThreads(int(threads))
+        smooth = g.Execute(image)
+    else:  # an axis at or coarser than the step is not smoothed (ITK needs sigma > 0)
+        smooth = image
+        for axis, sg in enumerate(sigma):
+            if sg > 0:
+                r = sitk.RecursiveGaussianImageFilter()
+                r.SetSigma(sg)
+                r.SetDirection(axis)
+                r.SetNumberOfThreads(int(threads))
+                smooth = r.Execute(smooth)
     size = np.asarray(image.GetSize())
     new_size = [max(2, int(round(n * s / step_mm))) for n, s in zip(size, spacing)]
     new_spacing = [float(n * s / m) for n, s, m in zip(size, spacing, new_size)]
