@@ -100,6 +100,8 @@ def variants(data: np.ndarray, affine: np.ndarray) -> dict[str, tuple[np.ndarray
     ramp = 1.0 + 0.4 * (g[1] / data.shape[1] - 0.5) + 0.3 * (g[2] / data.shape[2] - 0.5)
     crop = np.eye(4)
     crop[2, 3] = 12
+    low = np.eye(4)
+    low[2, 3] = 24
     out = {"base": (data, affine)}
     for sigma in (60.0, 90.0, 134.0):
         out[f"noise{int(sigma)}"] = (_rician(data, sigma, rng), affine)
@@ -110,6 +112,7 @@ def variants(data: np.ndarray, affine: np.ndarray) -> dict[str, tuple[np.ndarray
         "yaw20": (data, _turned(affine, 20.0, 2)),
         "scale0.01": ((data * 0.01).astype(np.float32), affine),
         "cropchin": (data[:, :, 12:], affine @ crop),
+        "cropmouth": (data[:, :, 24:], affine @ low),
         "nosecut": _nose_cut(data, affine),
         "slices4mm": _thick_slices(data, affine),
         "ghost30": (_ghost(data, affine, 0.3), affine),

@@ -54,7 +54,7 @@ ISOLATED_LIMIT = 0.005
 """Share of the grid's voxels above the skin threshold with no 6-neighbour above it, beyond
 which the background counts as noisy (:func:`noisy_background`). Measured: 0-0.0002 on the
 volunteer, the template heads and the generated heads; 0.0088 on the volunteer with Rician
-noise of sigma 80 (tissue ~1,000-2,000) and 0.023 at sigma 100, where the plain threshold's
+noise of sigma 80 (its WM mean is 950) and 0.023 at sigma 100, where the plain threshold's
 head mask grows through the noise (its face 18 mm too far out at the 90th percentile)."""
 
 

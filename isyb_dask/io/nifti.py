@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from isyb_dask.blocks import block_reduce
 from isyb_dask.errors import InputError
 from isyb_dask.io.image_checks import (
     check_data_type,
@@ -249,8 +250,10 @@ def check_head_in_view(
     """Raise :class:`InputError` if an anatomical image shows no head.
 
     The foreground is the largest connected component above a background threshold, after
-    a morphological opening (computed on a copy downsampled to about 4 mm); a head with brain is well over a litre, so less than
-    ``min_volume_ml`` of foreground means an empty field of view, a phantom or a wrong file.
+    a morphological opening, computed on a copy block-averaged to about 4 mm (the average
+    lowers the noise by the square root of the block's voxels, so a noisy head stays one
+    object); a head with brain is well over a litre, so less than ``min_volume_ml`` of
+    foreground means an empty field of view, a phantom or a wrong file.
     """
     from scipy import ndimage as ndi
 
@@ -258,7 +261,9 @@ def check_head_in_view(
     data = np.nan_to_num(data[..., 0] if data.ndim == 4 else data)
     zooms = voxel_sizes(img)
     step = np.maximum(1, np.round(4.0 / zooms)).astype(int)
-    small = data[:: step[0], :: step[1], :: step[2]]
+    # block mean, not every step-th voxel: the volunteer with Rician noise of sigma 90 (WM
+    # mean 950) kept 482 ml of one object on the decimated copy and was refused as headless
+    small = np.asarray(block_reduce(data, step, edge="pad"), dtype=np.float32)
     if name is None:
         name = getattr(img, "extra", {}).get("isyb_source")
     if name is None:
