@@ -229,7 +229,7 @@ def _run_stages(job: SubjectJob, logger: logging.Logger) -> dict[str, Any]:
         if out is not None:
             result["deface"] = out.get("templates", {})
             face_masks = [Path(p) for p in out.get("face_masks", {}).values()]
-            if out.get("audit_note"):  # audit off or its extra missing: say so in the log
+            if out.get("audit_note"):  # audit off, its extra missing or no face on the original
                 result["notes"].append(str(out["audit_note"]))
                 logger.warning("%s", out["audit_note"])
             from isyb_dask.deface.truth import add_truth_metrics  # generated data only
