@@ -179,6 +179,14 @@ def test_rank1_summary_known_values():
     far = table[table.template == "far"]
     assert far.reid_rank.between(1, 8).all()
     assert summary.loc["far", "ci_low"] <= 0.125 <= summary.loc["far", "ci_high"] + 1e-12
+    # subjects whose original shows no face are left out of the detection rate
+    detected = {(s, "near"): i < 2 for i, s in enumerate(gallery)}  # s0, s1 detected
+    judged = {(s, "near"): i != 0 for i, s in enumerate(gallery)}  # s0: no face originally
+    part = rank1_summary(table, detected, judged=judged).set_index("template")
+    assert part.loc["near", "n_judged"] == 7 and part.loc["near", "n_detected"] == 1
+    assert part.loc["near", "detection_rate"] == pytest.approx(1 / 7)
+    assert part.loc["near", "rank1"] == 8  # re-identification still counts every subject
+    assert summary.loc["near", "n_judged"] == 8  # without ``judged``: all of them
 
 
 def test_run_reid_audit_store(tmp_path):

@@ -53,8 +53,8 @@ def test_report_reads_the_reidentification_table(tmp_path):
     from isyb_dask.deface.reid import AUDIT_COLUMNS, audit_dataset
     from isyb_dask.report.data import _stats
 
-    rows = [["pydeface", 8, 0, 0.0, 2, 0.25, 0.032, 0.651, 0.125, 0.26, 0.61],
-            ["CN200", 8, 0, 0.0, 1, 0.125, 0.003, 0.527, 0.125, 0.66, 0.58]]
+    rows = [["pydeface", 8, 0, 0.0, 2, 0.25, 0.032, 0.651, 0.125, 0.26, 0.61, 8],
+            ["CN200", 8, 0, 0.0, 1, 0.125, 0.003, 0.527, 0.125, 0.66, 0.58, 8]]
     summary = pd.DataFrame([dict(zip(AUDIT_COLUMNS, r)) for r in rows])
     store = tmp_path / "results.zarr"
     audit_dataset(summary).to_zarr(store, group="stats", mode="w")

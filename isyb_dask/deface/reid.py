@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 AUDIT_COLUMNS = ("template", "n", "n_detected", "detection_rate", "rank1", "rank1_rate",
-                 "ci_low", "ci_high", "chance", "p_value", "median_reid_distance")
+                 "ci_low", "ci_high", "chance", "p_value", "median_reid_distance", "n_judged")
 
 
 def load_embeddings(
@@ -98,6 +98,7 @@ def reidentification_table(
 def rank1_summary(
     table: pd.DataFrame, detected: Mapping[tuple[str, str], bool] | None = None,
     confidence: float = 0.95,
+    judged: Mapping[tuple[str, str], bool] | None = None,
 ) -> pd.DataFrame:
     """Per template: rank-1 rate with its Clopper-Pearson interval and test against chance.
 
@@ -109,6 +110,10 @@ def rank1_summary(
         Optional ``{(subject, template): face_detected}`` for the detection rate.
     confidence
         Confidence level of the interval.
+    judged
+        Optional ``{(subject, template): the original's render shows a face}``. The
+        detection rate counts only those pairs (``n_judged`` of them): where the original
+        shows no face either, "no face after defacing" says nothing. Default: all judged.
 
     Returns
     -------
@@ -122,9 +127,11 @@ def rank1_summary(
         chance = 1.0 / float(grp["n_candidates"].max())
         res = stats.binomtest(k, n, chance, alternative="greater")
         ci = stats.binomtest(k, n, chance).proportion_ci(confidence, method="exact")
-        det = [bool(detected[(s, tpl)]) for s in grp["subject"] if (s, tpl) in detected] \
+        det = [bool(detected[(s, tpl)]) for s in grp["subject"] if (s, tpl) in detected
+               and (judged is None or judged.get((s, tpl), True))] \
             if detected is not None else []
-        rows.append({"template": tpl, "n": n, "n_detected": int(sum(det)) if det else 0,
+        rows.append({"template": tpl, "n": n, "n_judged": len(det),
+                     "n_detected": int(sum(det)) if det else 0,
                      "detection_rate": float(np.mean(det)) if det else float("nan"),
                      "rank1": k, "rank1_rate": k / n, "ci_low": float(ci.low),
                      "ci_high": float(ci.high), "chance": chance, "p_value": float(res.pvalue),
@@ -167,13 +174,17 @@ def run_reid_audit(store_path: str | os.PathLike[str], out_dir: str | os.PathLik
     table = reidentification_table(originals, probes)
     if table.empty:
         return {"files": [], "n_subjects": 0}
-    detected = {}
+    detected, judged = {}, {}
     if "face_detected" in deface:
         fd = deface["face_detected"].load()
+        of = deface["original_face_score"].load() if "original_face_score" in deface else None
         for s, t in zip(table["subject"], table["template"]):
             if t in templates:
                 detected[(s, t)] = bool(fd.sel(subject=s, template=t).values > 0.5)
-    summary = rank1_summary(table, detected or None)
+                if of is not None:  # NaN (older stores): judged; <= 0: no face to hide
+                    score = float(of.sel(subject=s, template=t).values)
+                    judged[(s, t)] = not score <= 0.0
+    summary = rank1_summary(table, detected or None, judged=judged or None)
     rank_rows = {}
     for subj, grp in table.groupby("subject"):
         ranks = np.full(len(templates), np.nan)
