@@ -232,6 +232,7 @@ def audit_defaced(
     *,
     keep_original: bool = False,
     yaws: tuple[float, ...] = VIEW_YAWS,
+    denoise: bool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Render and audit the original head and each defaced copy.
 
@@ -255,6 +256,10 @@ def audit_defaced(
         Also write the original's render (``sub-X_desc-original_render.png``, mode 0600).
     yaws
         View angles (degrees).
+    denoise
+        Render from the 3x3x3 medians (a noisy background). ``None``: decided here by
+        :func:`isyb_dask.deface.skin.noisy_background` of ``original``; the deface stage
+        passes the decision it already made for the masking.
 
     Returns
     -------
@@ -266,7 +271,8 @@ def audit_defaced(
     """
     sub = subject if subject.startswith("sub-") else f"sub-{subject}"
     t0 = time.perf_counter()
-    denoise = noisy_background(original, skin_threshold(original))
+    if denoise is None:
+        denoise = noisy_background(original, skin_threshold(original))
     if denoise:
         original = skin_image(original, True)
     geom = render_geometry(original, affine)
@@ -329,8 +335,11 @@ def attach_audit(
     subject: str,
     *,
     keep_original: bool = False,
+    denoise: bool | None = None,
 ) -> str | None:
     """Run :func:`audit_defaced` and add its fields to the deface stage's per-template rows.
+
+    ``denoise`` is handed to :func:`audit_defaced` (the stage's noisy-background decision).
 
     For the deface stage: ``rows`` is its ``results`` dict (template -> row); each audited
     template's row gains :data:`AUDIT_FIELDS`. Without the ``audit`` extra nothing is added
@@ -347,7 +356,7 @@ def attach_audit(
         return None
     try:
         audit = audit_defaced(original, affine, defaced, out_dir, subject,
-                              keep_original=keep_original)
+                              keep_original=keep_original, denoise=denoise)
     except AuditUnavailableError as exc:
         return f"face audit skipped: {exc}"
     for name, row in audit.items():

@@ -66,6 +66,7 @@ def deface_array(
     head: np.ndarray | None = None,
     registration: reg.AffineRegistration | None = None,
     denoise: bool | None = None,
+    skin_thr: float | None = None,
 ) -> dict[str, Any]:
     """Deface a canonical (RAS-ordered) array with one template.
 
@@ -92,6 +93,8 @@ def deface_array(
     denoise
         The background is noisy (:func:`skin.noisy_background`): the skin and the debris
         are found on the 3x3x3 median. Decided from ``data`` when None.
+    skin_thr
+        :func:`skin.skin_threshold` of ``data`` when already known (computed when None).
 
     Returns
     -------
@@ -139,7 +142,7 @@ def deface_array(
     normal = face_normal(res.transform, affine)
     info: dict[str, Any] = {}
     n_debris = 0
-    skin_thr = skin_threshold(data)
+    skin_thr = skin_threshold(data) if skin_thr is None else float(skin_thr)
     if denoise is None:
         denoise = noisy_background(data, skin_thr)
     head = head if head is not None else head_mask_full(data, vox, normal, threshold=skin_thr,
@@ -322,7 +325,8 @@ def run_deface(
                 heads[normal] = head_mask_full(data_c, vox_c, normal, threshold=skin_thr,
                                                denoise=noisy)
             out = deface_array(data_c, canon.affine, t, cfg, fixed=fixed, subject_brain=brain_c,
-                               head=heads.get(normal), registration=res, denoise=noisy)
+                               head=heads.get(normal), registration=res, denoise=noisy,
+                               skin_thr=skin_thr)
         except (RegistrationError, InputError, FaceRegionError) as exc:
             row["error"] = str(exc)
             row["seconds"] = time.perf_counter() - t0
@@ -393,7 +397,8 @@ def run_deface(
 
     if cfg.audit:
         audit_note = attach_audit(results, original, img.affine, defaced_all, out_dir,
-                                  subject, keep_original=cfg.keep_removed_face)
+                                  subject, keep_original=cfg.keep_removed_face,
+                                  denoise=noisy)  # the masking's decision, made once
     else:
         audit_note = "face audit skipped: switched off (deface.audit: false)"
     return {"templates": results, "face_masks": face_masks, "brain_mask": brain_path,
