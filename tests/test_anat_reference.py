@@ -72,7 +72,8 @@ def test_masks_and_posteriors_match_the_generated_anatomy(built):
 
 
 def test_deface_reuses_the_registration_with_identical_output(built, tmp_path, monkeypatch):
-    """Deface with the anatomy gives the same defaced image and NMI without registering."""
+    """Deface with the anatomy registers nothing and gives the same face masking up to the
+    brain masks' difference."""
     import isyb_dask.registration as registration
     from isyb_dask.config import RunConfig
     from isyb_dask.deface.stage import run_deface
@@ -90,10 +91,15 @@ def test_deface_reuses_the_registration_with_identical_output(built, tmp_path, m
                         anatomy=anatomy)
     assert calls == []
     name = template.name
-    assert shared["templates"][name]["nmi"] == own["templates"][name]["nmi"]
+    # the 16 mm layer reaches the orbital roofs, where the anatomy's brain mask (N4 + EM)
+    # and deface's own estimate differ by a few voxels: both protect the brain, so the
+    # masks differ there only (measured 1,598 of 106,599 voxels; NMI 0.12982 vs 0.12955;
+    # identical with the former 10 mm layer)
+    assert shared["templates"][name]["nmi"] == pytest.approx(own["templates"][name]["nmi"],
+                                                             abs=1e-3)
     a = np.asarray(nb.load(str(own["face_masks"][name])).dataobj)
     b = np.asarray(nb.load(str(shared["face_masks"][name])).dataobj)
-    np.testing.assert_array_equal(a, b)
+    assert (a != b).sum() < 0.03 * a.sum()
     assert shared["brain_mask"] is None  # the anatomy owns the subject brain mask
 
 

@@ -265,6 +265,9 @@ def test_config_methods_and_nmi_mask():
         DefaceConfig(method="blur")
     with pytest.raises(ValueError, match="nmi_mask"):
         DefaceConfig(nmi_mask="all")
+    with pytest.raises(ValueError, match="fully replaced layer of 6 mm"):
+        DefaceConfig(skin_depth_mm=10.0)  # opaque on, fully replaced only to 0 mm
+    assert DefaceConfig(skin_depth_mm=10.0, opaque_otsu=0.0).skin_depth_mm == 10.0
 
 
 def test_cover_protected_lays_a_smooth_shell_over_the_exposed_brain():
@@ -316,3 +319,80 @@ def test_opening_in_box_equals_the_whole_grid(corner):
         assert want.any() and not np.array_equal(want, mask)
         assert np.array_equal(opening_in_box(mask, it), want)
     assert not opening_in_box(np.zeros((5, 5, 5), bool), 2).any()
+
+
+def _dim_face(phantom, vox):
+    """The phantom with a dim 4 mm skin (300) over the face and two bright blobs (900, like
+    orbital fat) 6-15 mm under it: above the skin's brightness an iso-surface dives to them."""
+    data = phantom.data.copy()
+    head = head_mask_full(data, vox, NORMAL)
+    region = extend_face_region(phantom.keep == 0, np.ones(head.shape, bool), NORMAL,
+                                head=head, voxel_mm=vox)
+    phi = signed_distance(head, vox)
+    face = region & head & (phi > -18.0)
+    data[face & (phi > -4.0)] = 300.0
+    data[face & (phi <= -4.0)] = 150.0
+    g = np.indices(data.shape)
+    k_skin = np.where(head, g[1], -1).max(axis=1)  # outermost head voxel per (x, z) column
+    blobs = np.zeros(data.shape, bool)
+    for cx in (head.shape[0] // 2 - 8, head.shape[0] // 2 + 8):
+        cz = 34
+        col = k_skin[cx, cz]
+        blobs |= ((g[0] - cx) ** 2 + (g[1] - (col - 3)) ** 2 + (g[2] - cz) ** 2) <= 4
+    data[blobs & head] = 900.0
+    return data, head, region, blobs & head
+
+
+def test_opaque_layer_hides_what_lies_under_a_dim_skin(phantom):
+    """At an iso-level between a dim skin and bright tissue under it, the surface of the
+    plain layer sinks to that tissue (the blobs show); the opaque layer keeps it at the new
+    skin, within OPAQUE_MM + a voxel of where the skin-level surface is."""
+    from isyb_dask.deface.blur import OPAQUE_MM
+
+    vox = np.array([VOX] * 3)
+    data, head, region, blobs = _dim_face(phantom, vox)
+    thr = skin_threshold(data)
+    cols = blobs.any(axis=1)
+    opaque_level = 1.6 * 2 * thr  # the stage's default (1.6 x Otsu): 479 here
+    level = 450.0  # above the skin (300) and the plain layer's profile, below the blobs (900)
+    kw = dict(depth_mm=16.0, ramp_mm=10.0)
+    assert 300.0 < level < opaque_level
+    for opaque, expect_sunk in ((None, True), (opaque_level, False)):
+        out, _ = maskface_blur(data, region, head, vox, opaque_level=opaque, **kw)
+        skin = skin_depth_map(out, thr, NORMAL, vox)
+        deep = skin_depth_map(out, level, NORMAL, vox)
+        sink = skin[cols] - np.nan_to_num(deep[cols], nan=-1e3)
+        if expect_sunk:
+            assert np.median(sink) >= 9.0  # measured: down to the blobs or beyond
+        else:
+            assert np.max(sink) <= OPAQUE_MM + VOX
+    # where the layer is replaced the opaque profile is never darker towards the inside
+    out, changed = maskface_blur(data, region, head, vox, opaque_level=opaque_level, **kw)
+    assert out[changed & (signed_distance(head, vox) < -OPAQUE_MM - 2 * VOX) & region].min() > 0
+
+
+def test_faint_frame_in_front_of_the_face_is_cleared(phantom):
+    """A frame at 0.7 x the skin threshold (below it, so the first tier misses it) is cleared
+    by the median tier; single noise voxels at that level are not; a noisy background skips
+    the tier."""
+    vox = np.array([VOX] * 3)
+    data = phantom.data.copy()
+    head = head_mask_full(data, vox, NORMAL)
+    region = extend_face_region(phantom.keep == 0, np.ones(head.shape, bool), NORMAL,
+                                head=head, voxel_mm=vox)
+    thr = skin_threshold(data)
+    front = np.flatnonzero(head[:, :, 30].any(axis=0)).max()
+    frame = np.zeros(data.shape, bool)
+    frame[22:42, front + 2:front + 5, 29:32] = True  # 60 x 9 x 9 mm bar at eye height
+    specks = np.zeros(data.shape, bool)
+    specks[24:40:4, front + 6, 36:44:4] = True  # isolated voxels at the same level
+    data[frame | specks] = 0.7 * thr
+    changed = np.zeros(data.shape, bool)
+    assert region[frame].all() and region[specks].all()
+    plain, _ = air_debris(data, region, head, changed, thr, faint_fraction=None)
+    assert not plain.any()  # below the skin threshold: the first tier alone misses it
+    faint, _ = air_debris(data, region, head, changed, thr)
+    assert faint[frame].all()  # the median's core (51 % of the bar) grown back to its rim
+    assert not faint[specks].any()
+    noisy, _ = air_debris(data, region, head, changed, thr, denoise=True)
+    assert not noisy[frame].any()

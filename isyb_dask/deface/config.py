@@ -52,7 +52,15 @@ class DefaceConfig:
         Margin added around the face region (mask_face enlarges its box by 6 mm; the blend
         weight of ``maskface``/``reface`` is 1 within ``blend_margin_mm``).
     skin_depth_mm
-        ``maskface``: depth of the replaced layer under the old or the new skin.
+        ``maskface``: depth of the replaced layer under the old or the new skin (16 mm: fully
+        replaced down to ``skin_depth_mm - blend_ramp_mm`` = 6 mm, then faded out).
+    opaque_otsu
+        ``maskface``/``reface``: the new layer is opaque up to this multiple of the image's
+        tissue/air Otsu threshold (twice the skin threshold): every iso-surface up to that
+        level lies within 6 mm of the smooth new skin (:func:`isyb_dask.deface.blur.maskface_blur`,
+        ``opaque_level``). On the volunteer, the outer 10 mm of the original face reach
+        1.0 x Otsu in half of the face's columns and 1.5 x in a quarter: above 1.6 x the
+        original face is itself mostly see-through. 0: the subject's own depth profile.
     skin_smooth_mm
         ``maskface``: Gaussian sigma applied to the signed distance to the skin.
     skin_shift_mm
@@ -100,7 +108,7 @@ class DefaceConfig:
     brain_dilate_mm: float = 4.0
     roi_margin_mm: float = 6.0
     nmi_mask: str = "template"
-    skin_depth_mm: float = 10.0
+    skin_depth_mm: float = 16.0
     skin_smooth_mm: float = 16.0
     skin_shift_mm: float = 8.0
     blend_margin_mm: float = 8.0
@@ -109,6 +117,7 @@ class DefaceConfig:
     face_up_mm: float = 40.0
     brain_grow_mm: float = 3.0
     zero_coat_mm: float = 8.0
+    opaque_otsu: float = 1.6
     clear_debris: bool = True
     audit: bool = True
 
@@ -119,6 +128,15 @@ class DefaceConfig:
             raise ValueError(f"nmi_mask must be 'template' or 'union', got {self.nmi_mask!r}")
         if not 2.0 <= self.skin_depth_mm <= 40.0 or not 2.0 <= self.skin_smooth_mm <= 40.0:
             raise ValueError("skin_depth_mm and skin_smooth_mm must be within [2, 40]")
+        if not 0.0 <= self.opaque_otsu <= 4.0:
+            raise ValueError(f"opaque_otsu must be within [0, 4], got {self.opaque_otsu}")
+        from isyb_dask.deface.blur import OPAQUE_MM
+
+        if self.opaque_otsu > 0 and self.skin_depth_mm - self.blend_ramp_mm < OPAQUE_MM:
+            raise ValueError(
+                f"opaque_otsu needs a fully replaced layer of {OPAQUE_MM:g} mm: skin_depth_mm - "
+                f"blend_ramp_mm is {self.skin_depth_mm - self.blend_ramp_mm:g} mm (raise "
+                f"skin_depth_mm or set opaque_otsu: 0)")
         if self.nmi_bins < 2:
             raise ValueError(f"nmi_bins must be >= 2, got {self.nmi_bins}")
         if self.nmi_average not in (

@@ -182,6 +182,9 @@ def deface_array(
             # the layer fades out at the volume's faces except across the face normal: a
             # nose or lips cut by the field of view are replaced up to the cut
             fade_axes=tuple(a for a in range(3) if a != normal[0]),
+            # opaque up to a multiple of the tissue/air Otsu threshold (twice the skin
+            # threshold): no iso-level a renderer would pick sees through the thin layer
+            opaque_level=2.0 * cfg.opaque_otsu * skin_thr if cfg.opaque_otsu > 0 else None,
         )
         if cfg.method == "reface":  # the template's face, blended into the smooth face
             defaced, ch, info = reface(
