@@ -7,7 +7,7 @@ template and FSL MNI152 2 mm + mydeface mask) and looks at every defaced head wi
 
 * two renderers: the pipeline's ray caster (:func:`isyb_dask.deface.render.render_views`)
   and an independent one written here: a marching-cubes mesh (scikit-image) of the
-  1 mm-smoothed image, sampled at 10 points per triangle into a z-buffer and shaded with
+  1 mm-smoothed image, sampled densely per triangle into a z-buffer and shaded with
   its own vertex normals (Lambert, light from the camera and slightly above);
 * iso-levels from 0.25 to 1.4 x the image's Otsu threshold, frontal and +-30 degree views;
 * detectors: dlib's HOG detector (score > 0 = face), dlib's CNN detector
@@ -102,7 +102,11 @@ def mesh_render(data: np.ndarray, affine: np.ndarray, geom: RenderGeometry, yaw:
     vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     vol = ndi.gaussian_filter(np.asarray(data, np.float32), 1.0 / vox)
     verts, faces, normals, _ = marching_cubes(vol, level)
-    bary = np.array([(a, b, 3 - a - b) for a in range(4) for b in range(4 - a)], float) / 3.0
+    # enough samples per triangle that the longest edge (the largest voxel side) leaves no
+    # gap wider than half a pixel (tall triangles of thick slices striped the image)
+    k = max(3, int(np.ceil(2.0 * vox.max() / (geom.fov_mm / geom.size))))
+    bary = np.array([(a, b, k - a - b) for a in range(k + 1) for b in range(k + 1 - a)],
+                    float) / k
     pts = np.einsum("kj,fjc->fkc", bary, verts[faces]).reshape(-1, 3)
     nrm = np.einsum("kj,fjc->fkc", bary, normals[faces]).reshape(-1, 3)
     pts = pts @ affine[:3, :3].T + affine[:3, 3]

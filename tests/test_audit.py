@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import nibabel as nb
 import numpy as np
@@ -259,3 +260,31 @@ def test_missing_audit_extra_is_a_note(monkeypatch, tmp_path):
     note = audit_mod.attach_audit(rows, np.zeros((4, 4, 4)), np.eye(4), {"A": np.zeros((4, 4, 4))},
                                   tmp_path, "sub-01")
     assert "no dlib" in note and rows == {"A": {"nmi": 0.1}}
+
+
+@pytest.mark.slow
+def test_second_iso_level_finds_what_a_thin_layer_left(shared_data, tmp_path):
+    """The volunteer masked with the former thin layer (10 mm, its own depth profile): the
+    skin-level renders show no face, the Otsu-level ones do (orbits and nasal cavity under
+    the layer), so face_detected is true; with the opaque layer neither level shows one."""
+    import json
+
+    from isyb_dask.atlas import get_reference_atlas
+    from isyb_dask.deface.config import DefaceConfig
+    from isyb_dask.deface.stage import run_deface
+    from isyb_dask.deface.templates import builtin_template
+
+    template = builtin_template(get_reference_atlas())
+    head = shared_data / HEAD
+    rows = {}
+    for label, cfg in (("thin", DefaceConfig(skin_depth_mm=10.0, opaque_otsu=0.0)),
+                       ("opaque", DefaceConfig())):
+        res = run_deface(head, "sub-v", [template], cfg, tmp_path / label)
+        rows[label] = res["templates"][template.name]
+    thin, opaque = rows["thin"], rows["opaque"]
+    assert thin["face_score"] < 0.0 < thin["face_score_deep"]  # measured -0.39, 1.23
+    assert thin["face_detected"] is True
+    assert opaque["face_detected"] is False and opaque["face_score_deep"] < 0.0  # -0.24
+    side = json.loads(Path(opaque["render"]).with_suffix(".json").read_text())
+    assert side["DeepIsoLevelOtsu"] == 1.0
+    assert side["FaceScoreDeep"] == pytest.approx(opaque["face_score_deep"])

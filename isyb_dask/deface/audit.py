@@ -25,6 +25,13 @@ noise specks on the plain render hid even the original face from the detector (v
 with Rician noise of sigma 134: best original score 0.02, on the median 2.08), so the audit
 could not judge. Every row carries the original's best score, and
 :func:`attach_audit` says when the original shows no face.
+
+A second iso-level, the image's tissue/air Otsu threshold (:data:`DEEP_FRACTION` x Otsu,
+twice the skin level), is checked with the detector alone (no descriptors): a renderer's
+iso-level is its own choice, and above the skin's brightness a thin masked layer lets the
+surface through to the orbits and nasal cavity (volunteer defaced with the former thin
+layer: no face at the skin level, dlib 1.07 at 1.0 x Otsu). ``face_detected`` is true when
+either level shows a face; ``face_score_deep`` keeps the second level's best score.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ __all__ = [
     "AuditUnavailableError",
     "ViewFace",
     "DETECTION_THRESHOLD",
+    "DEEP_FRACTION",
     "SCORE_FLOOR",
     "analyse_views",
     "head_distance",
@@ -61,6 +69,8 @@ __all__ = [
 
 DETECTION_THRESHOLD = 0.0
 """A view shows a face when the detector's best score exceeds this (dlib's default)."""
+DEEP_FRACTION = 1.0
+"""Second audited iso-level as a fraction of the Otsu threshold (the skin level is 0.5)."""
 SCORE_FLOOR = -1.0
 """Candidate windows scoring below this are not reported; ``face_score`` is floored here."""
 MODEL_FILES = {
@@ -181,6 +191,17 @@ def analyse_views(
     return out
 
 
+def best_scores(views: np.ndarray, *, upsample: int = 0) -> list[float]:
+    """The detector's best score per view (floored at :data:`SCORE_FLOOR`), nothing else."""
+    detector = _models()[0]
+    out = []
+    for view in np.asarray(views):
+        _, scores, _ = detector.run(np.ascontiguousarray(view, dtype=np.uint8), upsample,
+                                    SCORE_FLOOR)
+        out.append(max([SCORE_FLOOR, *map(float, scores)]))
+    return out
+
+
 def head_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Distance of two heads: mean over views of the Euclidean descriptor distance.
 
@@ -233,6 +254,7 @@ def audit_defaced(
     keep_original: bool = False,
     yaws: tuple[float, ...] = VIEW_YAWS,
     denoise: bool | None = None,
+    deep_fraction: float | None = DEEP_FRACTION,
 ) -> dict[str, dict[str, Any]]:
     """Render and audit the original head and each defaced copy.
 
@@ -260,14 +282,19 @@ def audit_defaced(
         Render from the 3x3x3 medians (a noisy background). ``None``: decided here by
         :func:`isyb_dask.deface.skin.noisy_background` of ``original``; the deface stage
         passes the decision it already made for the masking.
+    deep_fraction
+        Second iso-level (fraction of the Otsu threshold) checked with the detector only;
+        ``None``: the skin level alone.
 
     Returns
     -------
     dict
-        Per template: ``face_detected`` (bool), ``face_score`` (best detector score over the
-        views), ``reid_distance`` (:func:`head_distance` defaced vs original),
-        ``view_scores``, ``original_face_score``, ``rendered_on`` (``"image"``, or
-        ``"median"`` for a noisy background), ``audit_seconds``, ``render`` (path or None).
+        Per template: ``face_detected`` (bool: a face at the skin level or at the second
+        one), ``face_score`` (best detector score over the views at the skin level),
+        ``face_score_deep`` (the same at ``deep_fraction``; NaN without it),
+        ``reid_distance`` (:func:`head_distance` defaced vs original), ``view_scores``,
+        ``original_face_score``, ``rendered_on`` (``"image"``, or ``"median"`` for a
+        noisy background), ``audit_seconds``, ``render`` (path or None).
     """
     sub = subject if subject.startswith("sub-") else f"sub-{subject}"
     t0 = time.perf_counter()
@@ -276,6 +303,8 @@ def audit_defaced(
     if denoise:
         original = skin_image(original, True)
     geom = render_geometry(original, affine)
+    deep = (render_geometry(original, affine, threshold_fraction=deep_fraction)
+            if deep_fraction is not None else None)
     orig_views = render_views(original, affine, geom, yaws=yaws)
     orig_faces = analyse_views(orig_views)
     base = time.perf_counter() - t0
@@ -287,12 +316,17 @@ def audit_defaced(
     results: dict[str, dict[str, Any]] = {}
     for name, arr in defaced.items():
         t1 = time.perf_counter()
-        views = render_views(skin_image(arr, True) if denoise else arr, affine, geom,
-                             yaws=yaws)
+        image = skin_image(arr, True) if denoise else arr
+        views = render_views(image, affine, geom, yaws=yaws)
         faces = analyse_views(views, reference=orig_faces)
         e = np.stack([f.embedding for f in faces])
         emb[f"defaced{name}"] = e
         row = _summary(faces)
+        row["face_score_deep"] = float("nan")
+        if deep is not None:
+            row["face_score_deep"] = max(best_scores(render_views(image, affine, deep,
+                                                                  yaws=yaws)))
+            row["face_detected"] |= row["face_score_deep"] > DETECTION_THRESHOLD
         row.update(reid_distance=head_distance(e, emb["original"]),
                    original_face_score=orig["face_score"],
                    rendered_on="median" if denoise else "image", render=None)
@@ -304,6 +338,7 @@ def audit_defaced(
                                f"{name} (views: yaw {', '.join(f'{y:g}' for y in yaws)} deg)",
                 "Template": name, "FaceDetected": row["face_detected"],
                 "FaceScore": row["face_score"], "ViewScores": row["view_scores"],
+                "FaceScoreDeep": row["face_score_deep"], "DeepIsoLevelOtsu": deep_fraction,
                 "OriginalFaceScore": row["original_face_score"],
                 "RenderedOn": row["rendered_on"],
             })
@@ -323,7 +358,7 @@ def audit_defaced(
 
 
 AUDIT_FIELDS = ("face_detected", "face_score", "reid_distance", "view_scores", "audit_seconds",
-                "render", "original_face_score", "rendered_on")
+                "render", "original_face_score", "rendered_on", "face_score_deep")
 
 
 def attach_audit(

@@ -41,6 +41,7 @@ DEFACE_VARIABLES = (
     "transform_plausible",
     "face_detected",
     "face_score",
+    "face_score_deep",
     "original_face_score",
     "reid_distance",
     "reid_rank",
@@ -66,7 +67,10 @@ _ATTRS = {
     "registration_metric": ("final Mattes mutual information of template-to-subject registration", "1"),
     "seconds": ("wall time of registration, masking and NMI", "s"),
     "transform_plausible": ("1 if the affine passed the scale/shear plausibility check", "1"),
-    "face_detected": ("1 if dlib's HOG detector finds a face on a render of the defaced head", "1"),
+    "face_detected": ("1 if dlib's HOG detector finds a face on a render of the defaced head "
+                      "(skin level or the Otsu level)", "1"),
+    "face_score_deep": ("best HOG score on renders at the Otsu threshold, twice the skin level "
+                        "(> 0: face)", "1"),
     "face_score": ("best HOG face-detector score over the render views (> 0: face)", "1"),
     "original_face_score": ("the same score on the original's renders (<= 0: the audit cannot judge)", "1"),
     "reid_distance": ("face-descriptor distance, defaced vs original render (mean of views)", "1"),

@@ -129,7 +129,8 @@ def _defacing(data: ReportData, subject: str, files: SubjectFiles, page_dir: Pat
     for t in data.templates:
         vals = []
         if ds is not None and subject in set(map(str, ds["subject"].values)):
-            for var in ("nmi", "face_detected", "face_score", "reid_distance", "reid_rank"):
+            for var in ("nmi", "face_detected", "face_score", "face_score_deep", "reid_distance",
+                        "reid_rank"):
                 if var in ds:
                     vals.append(f"{var} {fmt(float(ds[var].sel(subject=subject, template=t)))}")
         img = (f'<img class="fig" alt="{esc(t)} render" src="{rel(files.renders[t], page_dir)}">'
