@@ -396,3 +396,13 @@ def test_faint_frame_in_front_of_the_face_is_cleared(phantom):
     assert not faint[specks].any()
     noisy, _ = air_debris(data, region, head, changed, thr, denoise=True)
     assert not noisy[frame].any()
+
+
+def test_median_at_equals_the_filter_at_the_mask():
+    from isyb_dask.deface.skin import median_at, skin_image
+
+    rng = np.random.default_rng(3)
+    d = rng.normal(0, 1, (9, 11, 7)).astype(np.float32)
+    mask = rng.random(d.shape) < 0.2
+    mask[0, 0, 0] = mask[-1, -1, -1] = True  # corners: edge replication
+    np.testing.assert_array_equal(median_at(d, mask, chunk=17), skin_image(d, True)[mask])
