@@ -323,8 +323,10 @@ def air_debris(
         threshold still shows (the generated heads' faint frame in front of the eyes: a
         dlib score of +0.30 at a quarter of the Otsu threshold before, none after). The
         median leaves single noise voxels out; what it finds is grown by one voxel into
-        neighbours above the same level (the median erodes a structure's rim). Not used on
-        a noisy background, where the noise's own median reaches that level. ``None``: off.
+        neighbours above the same level (the median erodes a structure's rim), and only
+        what is detached from the head mask counts (the head's own faint rim, e.g. the neck
+        where the field of view ends, stays). Not used on a noisy background, where the
+        noise's own median reaches that level. ``None``: off.
 
     Returns
     -------
@@ -338,7 +340,8 @@ def air_debris(
         return debris, 0.0
     box = padded_box(region, 0)
     sub = np.asarray(image)[box]
-    air = region[box] & ~np.asarray(head, dtype=bool)[box] & ~np.asarray(replaced, dtype=bool)[box]
+    head_box = np.asarray(head, dtype=bool)[box]
+    air = region[box] & ~head_box & ~np.asarray(replaced, dtype=bool)[box]
     bright = air & (skin_image(sub, denoise) > threshold)
     if faint_fraction is not None and not denoise:
         level = faint_fraction * threshold
@@ -349,7 +352,14 @@ def air_debris(
         else:
             core = faint & (skin_image(sub, True) > level)
         # the median erodes a structure's rim: grow the core into its faint neighbours
-        bright |= core | (ndi.binary_dilation(core, np.ones((3, 3, 3), bool)) & faint)
+        cube = np.ones((3, 3, 3), bool)
+        found = core | (ndi.binary_dilation(core, cube) & faint)
+        # only what is detached from the head: the faint rim of the head itself (the neck
+        # where the field of view ends, partial-volume skin) stays
+        labels, n = ndi.label(found, cube)
+        if n:
+            touching = np.unique(labels[ndi.binary_dilation(head_box, cube) & found])
+            bright |= found & ~np.isin(labels, touching[touching > 0])
     if not bright.any():
         return debris, 0.0
     rest = sub[air & ~bright]
