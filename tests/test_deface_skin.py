@@ -373,8 +373,8 @@ def test_opaque_layer_hides_what_lies_under_a_dim_skin(phantom):
 
 def test_faint_frame_in_front_of_the_face_is_cleared(phantom):
     """A frame at 0.7 x the skin threshold (below it, so the first tier misses it) is cleared
-    by the median tier; single noise voxels at that level are not; a noisy background skips
-    the tier."""
+    by the median tier; single noise voxels at that level and a faint layer on the skin are
+    not; a noisy background skips the tier."""
     vox = np.array([VOX] * 3)
     data = phantom.data.copy()
     head = head_mask_full(data, vox, NORMAL)
@@ -386,7 +386,10 @@ def test_faint_frame_in_front_of_the_face_is_cleared(phantom):
     frame[22:42, front + 2:front + 5, 29:32] = True  # 60 x 9 x 9 mm bar at eye height
     specks = np.zeros(data.shape, bool)
     specks[24:40:4, front + 6, 36:44:4] = True  # isolated voxels at the same level
-    data[frame | specks] = 0.7 * thr
+    rim = np.zeros(data.shape, bool)  # a faint layer on the skin: part of the head, kept
+    k20 = np.flatnonzero(head[32, :, 20]).max()
+    rim[30:35, k20 + 1:k20 + 4, 19:22] = True
+    data[frame | specks | rim] = 0.7 * thr
     changed = np.zeros(data.shape, bool)
     assert region[frame].all() and region[specks].all()
     plain, _ = air_debris(data, region, head, changed, thr, faint_fraction=None)
@@ -394,6 +397,7 @@ def test_faint_frame_in_front_of_the_face_is_cleared(phantom):
     faint, _ = air_debris(data, region, head, changed, thr)
     assert faint[frame].all()  # the median's core (51 % of the bar) grown back to its rim
     assert not faint[specks].any()
+    assert region[rim].all() and not faint[rim].any()  # touches the head: not debris
     noisy, _ = air_debris(data, region, head, changed, thr, denoise=True)
     assert not noisy[frame].any()
 
