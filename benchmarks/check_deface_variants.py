@@ -149,7 +149,7 @@ def main(work: Path, only: list[str]) -> None:
         for t, row in audit.items():
             r = res["templates"][t]
             print(f"{name:10s} {t:9s} isolated={share:.4f} face={row['face_detected']!s:5s} "
-                  f"scores={[round(x, 2) for x in row['view_scores']]} "
+                  f"scores={[round(x, 2) for x in row['view_scores']]} deep={row['face_score_deep']:.2f} "
                   f"depth_mm={r['surface_depth_change_mm']:.1f} brain_changed={r['brain_voxels_changed']} "
                   f"debris={r['debris_voxels_cleared']} ({time.process_time() - t0:.0f} s CPU)", flush=True)
 
