@@ -366,9 +366,15 @@ def test_opaque_layer_hides_what_lies_under_a_dim_skin(phantom):
             assert np.median(sink) >= 9.0  # measured: down to the blobs or beyond
         else:
             assert np.max(sink) <= OPAQUE_MM + VOX
-    # where the layer is replaced the opaque profile is never darker towards the inside
-    out, changed = maskface_blur(data, region, head, vox, opaque_level=opaque_level, **kw)
-    assert out[changed & (signed_distance(head, vox) < -OPAQUE_MM - 2 * VOX) & region].min() > 0
+    # the replaced voxels 1-6 mm under the old skin (8 mm or more under the new one, where
+    # it moved out): the opaque layer holds its floor there, the plain one the dim mean
+    # (measured medians 479.2 and 154.1; the nose's voxels, now air, pull the low tail)
+    phi = signed_distance(head, vox)
+    layer = region & (phi < -1.0) & (phi > -6.0)
+    plain, changed = maskface_blur(data, region, head, vox, **kw)
+    opaque, _ = maskface_blur(data, region, head, vox, opaque_level=opaque_level, **kw)
+    assert np.median(opaque[changed & layer]) >= 0.99 * opaque_level
+    assert np.median(plain[changed & layer]) < 0.5 * opaque_level
 
 
 def test_faint_frame_in_front_of_the_face_is_cleared(phantom):
