@@ -15,7 +15,7 @@ rows NaN), one subject per chunk as the pipeline writes it. Then, in this one pr
 * ``group``: the group step (:func:`isyb_dask.group.maps.compute_group_maps` with
   ``store_path``, the threaded scheduler) (CPU seconds, best of ``--repeat``);
 * ``naive``: a nibabel loop over one GIFTI per subject, metric and hemisphere (the first
-  ``--naive-subjects`` subjects, scaled linearly to S), as baseline.
+  ``--naive-subjects`` subjects, scaled linearly to S, best of ``--repeat``), as baseline.
 
 CPU seconds (``time.process_time``, every thread of this process) are used because the
 machine is shared; wall seconds are printed alongside.
@@ -150,7 +150,7 @@ def main() -> None:
         row["group_over_read_cpu"] = row["group_cpu_s"] / row["read_cpu_s"]
         if naive_cpu is None:
             files = make_gifti(args.workdir / "gifti", store, args.naive_subjects)
-            cpu, wall = timed(naive_loop, files, repeat=1)
+            cpu, wall = timed(naive_loop, files, repeat=args.repeat)
             naive_cpu = cpu * args.subjects / args.naive_subjects
             print(json.dumps({"naive_cpu_s_scaled": round(naive_cpu, 2),
                               "naive_wall_s_scaled": round(wall * args.subjects

@@ -140,3 +140,56 @@ def test_group_maps_on_a_runner_store(tmp_path):
     np.testing.assert_allclose(g["mean"].values, vals[[0, 2]].mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(g["sd"].values, vals[[0, 2]].std(0, ddof=1), rtol=1e-4, atol=1e-6)
     assert g["mask"].values.all() and (g["n"].values == 2).all()
+
+
+def test_store_moments_with_gaps_and_drops(tmp_path):
+    """Rows with gaps, a dropped metric and NaN patches give the
+    float64 NumPy moments; several uint8 count runs are folded (flush every 3 subjects)."""
+    import zarr
+
+    from isyb_dask.group import moments
+
+    rng = np.random.default_rng(7)
+    vals = (50.0 + rng.normal(0, 3, (21, 4, 300))).astype(np.float32)
+    vals[:, :, :20] = np.nan
+    vals[5, 2, 40:90] = np.nan
+    vals[11, 1] = np.inf
+    path = tmp_path / "m.zarr"
+    arr = zarr.create_array(str(path), shape=vals.shape, chunks=(1, 4, 300), dtype="float32",
+                            fill_value=np.nan)
+    arr[:] = vals
+    rows = [r for r in range(21) if r not in (3, 7, 8, 15)]
+    drop = {12: np.array([False, False, False, True])}
+    ref = vals[rows].astype(np.float64)
+    ref[rows.index(12), 3] = np.nan
+    ref[~np.isfinite(ref)] = np.nan
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        exp_mean, exp_sd = np.nanmean(ref, 0), np.nanstd(ref, 0, ddof=1)
+    exp_n = np.isfinite(ref).sum(0)
+
+    class ShortRuns(moments._Accumulator):
+        def __init__(self, shape, shift, flush_every=3):
+            super().__init__(shape, shift, flush_every)
+
+    orig = moments._Accumulator
+    moments._Accumulator = ShortRuns
+    try:
+        sums, shift = moments.store_moments(path, np.array(rows), var_path="",
+                                            subjects_per_task=12, n_streams=2, drop=drop)
+    finally:
+        moments._Accumulator = orig
+    n, dmean, m2 = moments_from_sums(sums)
+    np.testing.assert_array_equal(n, exp_n)
+    with np.errstate(all="ignore"):
+        sd = np.sqrt(m2 / (n - 1))
+    ok = n > 1
+    np.testing.assert_allclose((shift + dmean)[ok], exp_mean[ok], rtol=1e-6)
+    np.testing.assert_allclose(sd[ok], exp_sd[ok], rtol=1e-4)
+
+
+def test_accumulator_refuses_runs_longer_than_its_uint8_counts():
+    from isyb_dask.group.moments import _Accumulator
+
+    with pytest.raises(ValueError, match="255"):
+        _Accumulator((2, 3), np.zeros((2, 3)), flush_every=256)

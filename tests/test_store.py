@@ -162,10 +162,13 @@ def test_participants_update_opens_the_store_once_for_any_n(new_store, monkeypat
         store.update_participants(new_store, {"sub-9999": {"status": "ok"}})
 
 
-def test_surface_chunks_use_the_read_speed_codec(new_store):
+def test_surface_chunks_are_stored_for_read_speed(new_store):
+    """``surface/value`` chunks are uncompressed: one file of exactly the chunk's bytes."""
     import zarr
 
-    arr = zarr.open_array(str(new_store / "surface" / "value"), mode="r")
-    (codec,) = arr.compressors
-    assert type(codec).__name__ == "BloscCodec" and codec.cname.value == "lz4"
-    assert codec.shuffle.value == "shuffle"
+    arr = zarr.open_array(str(new_store / "surface" / "value"), mode="r+")
+    assert arr.compressors == ()
+    arr[0] = np.full(arr.shape[1:], 1.5, dtype=np.float32)
+    (chunk,) = [p for p in (new_store / "surface" / "value").rglob("*")
+                if p.is_file() and p.name != "zarr.json"]
+    assert chunk.stat().st_size == 4 * int(np.prod(arr.shape[1:]))

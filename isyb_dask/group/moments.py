@@ -100,16 +100,19 @@ def moments_from_sums(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 class _Accumulator:
     """Shifted sums of a stream of ``(m, v)`` subjects with preallocated buffers.
 
-    Subjects are added into float32 running sums (int32 counts) that are folded into the
-    float64 result every ``flush_every`` subjects; with shifted data the float32 rounding
-    of such short runs is ~1e-6 relative to the spread, below the float32 precision of the
-    stored values. Rounding across runs is float64.
+    Subjects are added into float32 running sums (uint8 counts) that are folded into the
+    float64 result every ``flush_every`` (at most 255) subjects; with shifted data the
+    float32 rounding of such short runs is ~1e-6 relative to the spread, below the float32
+    precision of the stored values. Rounding across runs is float64. Each subject costs six
+    passes over preallocated buffers and no allocation.
     """
 
     def __init__(self, shape: tuple[int, ...], shift: np.ndarray, flush_every: int = 32):
+        if not 1 <= flush_every <= 255:
+            raise ValueError(f"flush_every must be 1..255 (uint8 run counts), got {flush_every}")
         self.shift = np.asarray(shift, dtype=np.float32)
         self.total = np.zeros((3,) + tuple(shape))
-        self.n = np.zeros(shape, dtype=np.int32)
+        self.n = np.zeros(shape, dtype=np.uint8)
         self.s1 = np.zeros(shape, dtype=np.float32)
         self.s2 = np.zeros(shape, dtype=np.float32)
         self.d = np.empty(shape, dtype=np.float32)
@@ -120,9 +123,9 @@ class _Accumulator:
     def add(self, x: np.ndarray) -> None:
         """Add one subject (non-finite values are ignored)."""
         np.isfinite(x, out=self.fin)
-        np.subtract(x, self.shift, out=self.d, casting="unsafe")
-        np.copyto(self.d, 0.0, where=~self.fin)
-        self.n += self.fin
+        self.d.fill(0.0)
+        np.subtract(x, self.shift, out=self.d, where=self.fin, casting="unsafe")
+        self.n += self.fin.view(np.uint8)
         self.s1 += self.d
         np.multiply(self.d, self.d, out=self.d)
         self.s2 += self.d
@@ -152,13 +155,20 @@ def _zarr_array(store_path: str, var_path: str):
     return zarr.open_array(store=str(store_path), path=var_path, mode="r")
 
 
-def _row(arr, r: int, drop: dict[int, np.ndarray] | None) -> np.ndarray:
-    """One subject's ``(metric, vertex)`` values, with its dropped metrics set to NaN."""
-    x = arr[r]
-    if drop and r in drop:
-        x = np.array(x, copy=True)
-        x[drop[r]] = np.nan
-    return x
+def _rows(arr, rows: list[int], drop: dict[int, np.ndarray] | None):
+    """Yield each subject's ``(metric, vertex)`` values, one stored chunk per read.
+
+    A subject's dropped metrics (``drop``) are set to NaN in the fetched copy. (Fetching
+    several subjects per zarr call was measured and is no cheaper: 0.75-0.84 against
+    0.72-0.80 CPU s for 400 chunks, and 32 per call cost 1.2 s.)
+    """
+    for r in rows:
+        x = arr[r]
+        if drop and r in drop:
+            if not x.flags.writeable:
+                x = x.copy()
+            x[drop[r]] = np.nan
+        yield x
 
 
 def _first_mean(
@@ -167,8 +177,8 @@ def _first_mean(
     """Shift ``K``: mean of the finite values of a few subjects (0 where none)."""
     arr = _zarr_array(store_path, var_path)
     acc = _Accumulator(tuple(arr.shape[1:]), np.zeros(arr.shape[1:], dtype=np.float32))
-    for r in rows:
-        acc.add(_row(arr, r, drop))
+    for x in _rows(arr, rows, drop):
+        acc.add(x)
     n, s1, _ = acc.result()
     return np.divide(s1, n, out=np.zeros_like(s1), where=n > 0).astype(np.float32)
 
@@ -188,8 +198,8 @@ def _leaf_sums(
     """
     arr = _zarr_array(store_path, var_path)
     acc = _Accumulator(tuple(arr.shape[1:]), shift)
-    for r in rows:
-        acc.add(_row(arr, r, drop))
+    for x in _rows(arr, rows, drop):
+        acc.add(x)
     out = acc.result()
     if previous is not None:
         out += previous

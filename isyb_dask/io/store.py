@@ -32,8 +32,8 @@ Writing protocol (many writers, one store):
 
 Chunk sizes: scalar variables 1 subject (8 bytes per chunk, one file per subject and
 variable); ``surface/value`` ``(1, n_metrics, 64984)`` float32 = 3.4 MB per chunk (13 metrics),
-which suits both per-subject writes and group reductions that stream subjects, compressed
-with blosc-lz4 + shuffle (:func:`surface_codec`, chosen for read speed).
+which suits both per-subject writes and group reductions that stream subjects, stored
+uncompressed (:func:`surface_compressors`, chosen for read speed).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from isyb_dask.io.store_layout import (
     SUBJECT_GROUPS,
     init_store,
     store_matches,
-    surface_codec,
+    surface_compressors,
 )
 from isyb_dask.io.store_layout import silence as _silence
 
@@ -68,7 +68,7 @@ __all__ = [
     "write_subject",
     "write_subject_groups",
     "update_subjects",
-    "surface_codec",
+    "surface_compressors",
     "open_group",
     "write_group",
     "update_participants",

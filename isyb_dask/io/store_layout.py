@@ -27,7 +27,7 @@ __all__ = [
     "init_store",
     "silence",
     "store_matches",
-    "surface_codec",
+    "surface_compressors",
 ]
 
 STORE_NAME = "results.zarr"
@@ -95,16 +95,24 @@ def silence():
         yield
 
 
-def surface_codec():
-    """Chunk compressor of ``surface/value``: blosc-lz4 with byte shuffle.
+def surface_compressors() -> tuple:
+    """Chunk compressors of ``surface/value``: none (zarr's ``bytes`` codec only).
 
-    Chosen for read speed (``benchmarks/results_surface_codec.md``, 400 subjects x 12 x
-    64,984 float32 with NaN medial wall): it decompresses in half the CPU time of zarr's
-    default zstd (0.84 vs 1.65 s for the whole store) and is 8 % smaller (0.89 vs 0.97 GB).
+    Chosen for read speed (``benchmarks/results_store.md``, 400 subjects x 12 x 64,984
+    float32 with a NaN medial wall, 2026-12-07, idle machine, 3 repeats): reading the whole
+    variable costs 0.42-0.53 CPU s uncompressed against 0.86-1.01 s with blosc-lz4 + byte
+    shuffle and 1.20-1.59 s with zarr's default zstd, and the group step is 11.2-12.9x a
+    nibabel loop over GIFTI files (lz4 9.2x, zstd 6.7-7.8x). Metric values use the whole
+    float32 mantissa, so the best codec saves only 28 % of the bytes (0.89 against 1.25 GB
+    at 400 subjects; 0.19 GB for the 215 subjects of ISYB), which is not worth the CPU of
+    every interactive read.
+
+    Returns
+    -------
+    tuple
+        Zarr v3 compressor codecs for the ``compressors=`` argument (empty: uncompressed).
     """
-    from zarr.codecs import BloscCodec, BloscShuffle
-
-    return BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle, typesize=4)
+    return ()
 
 
 def _scalar_block(subjects: np.ndarray, variables: Sequence[str], extra_dims=None) -> xr.Dataset:
@@ -240,7 +248,7 @@ def init_store(
             zarr_format=3,
             consolidated=False,
             compute=False,
-            encoding={"value": {"fill_value": np.nan, "compressors": (surface_codec(),)},
+            encoding={"value": {"fill_value": np.nan, "compressors": surface_compressors()},
                       "missing": {"chunks": (1, n_metrics)},
                       "provenance": {"chunks": (1, n_metrics)}},
         )
