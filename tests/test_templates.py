@@ -252,3 +252,35 @@ def test_template_with_masks_survives_an_implausible_builtin_registration(ref, t
     assert "forced by the test" in t.provenance["builtin_registration"]
     with pytest.raises(InputError, match="implausible"):  # masks needed: still an error
         complete_template(Template("bare", head, None), ref, tmp_path / "work2")
+
+
+def test_face_mask_padded_only_where_it_matters_resamples_like_full_padding():
+    """Padding only the sides whose edge holds face (not keep) gives the same keep-map on a
+    subject grid as edge-padding all six sides, including beyond the template's box."""
+    import SimpleITK as sitk
+
+    from isyb_dask.deface.template_fit import pad_face_mask
+    from isyb_dask.registration.grid import resample_to
+
+    keep = np.ones((40, 48, 36), np.float32)  # (z, y, x)
+    keep[5:20, 30:, 10:26] = 0.0  # the face reaches the anterior (y-high) edge
+    keep[:4, 35:, 12:20] = 0.25  # and, partly, the inferior (z-low) edge
+    face = sitk.GetImageFromArray(keep)
+    face.SetSpacing((2.0, 2.0, 2.0))
+    face.SetOrigin((-36.0, -48.0, -40.0))
+    padded = pad_face_mask(face, 30.0)
+    assert padded.GetSize() == (36, 48 + 15, 40 + 15)  # y-high and z-low only
+    full = sitk.ZeroFluxNeumannPad(face, [15, 15, 15], [15, 15, 15])
+    subject = sitk.Image([70, 80, 70], sitk.sitkFloat32)
+    subject.SetSpacing((1.7, 1.7, 1.7))
+    subject.SetOrigin((-60.0, -70.0, -75.0))  # reaches 30+ mm beyond the box on every side
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix((1.02, 0.05, 0.0, -0.04, 0.98, 0.03, 0.0, -0.02, 1.01))
+    tx.SetTranslation((1.3, -2.1, 0.7))
+    a = sitk.GetArrayFromImage(resample_to(padded, subject, tx, "linear", default=1.0))
+    b = sitk.GetArrayFromImage(resample_to(full, subject, tx, "linear", default=1.0))
+    c = sitk.GetArrayFromImage(resample_to(face, subject, tx, "linear", default=1.0))
+    np.testing.assert_array_equal(a, b)
+    assert (a < 1).sum() > (c < 1).sum() + 1000  # the continuation is there
+    assert pad_face_mask(sitk.GetImageFromArray(np.ones((5, 5, 5), np.float32)), 30.0).GetSize() \
+        == (5, 5, 5)

@@ -22,7 +22,7 @@ from isyb_dask.errors import RegistrationError
 from isyb_dask.io.nifti import load_image
 from isyb_dask.registration.heads import head_on_grid
 
-__all__ = ["face_normal", "template_registration"]
+__all__ = ["face_normal", "pad_face_mask", "template_registration"]
 
 _REG_STEP_MM = 2.0
 _FACE_PAD_MM = 80.0
@@ -45,13 +45,50 @@ def _template_images(
     face_s = reg.to_sitk(reg.to_canonical(load_image(face, ndim=3, check_values=False)), dtype=np.float32)
     # continue the face mask beyond the template's FOV by its edge values (a FOV that cuts
     # the nose tip must not keep the subject's nose tip)
-    n = [int(np.ceil(_FACE_PAD_MM / sp)) for sp in face_s.GetSpacing()]
-    face_s = sitk.ZeroFluxNeumannPad(face_s, n, n)
+    face_s = pad_face_mask(face_s, _FACE_PAD_MM)
     brain_s = None
     if brain is not None:
         b_img = reg.to_canonical(load_image(brain, ndim=3, check_values=False))
         brain_s = reg.to_sitk(np.asarray(b_img.dataobj) > 0.5, b_img.affine, dtype=np.uint8)
     return head_s, face_s, brain_s
+
+
+def pad_face_mask(face: sitk.Image, pad_mm: float, outside: float = 1.0) -> sitk.Image:
+    """Continue a keep-map (1 = keep, 0 = face) ``pad_mm`` beyond its box by its edge values.
+
+    Only the sides whose edge slab holds a value other than ``outside`` are padded: on the
+    others, edge-value padding would add only ``outside``, which is what resampling with
+    ``default=outside`` returns beyond the box anyway (and linear interpolation within half
+    a voxel of the edge clamps to the edge value either way), so the resampled result equals
+    that of padding every side, at a fraction of the time and memory (a 1 mm template padded
+    80 mm on all six sides is ~43 M voxels, 170 MB as float32, 0.7 s).
+
+    Parameters
+    ----------
+    face
+        Keep-map on the template grid (float).
+    pad_mm
+        Extent of the continuation beyond each padded side.
+    outside
+        The value resampling returns beyond the image (the keep value).
+
+    Returns
+    -------
+    SimpleITK.Image
+        The padded keep-map (``face`` itself when no side needs padding).
+    """
+    arr = sitk.GetArrayViewFromImage(face)  # (z, y, x): numpy axis 2 - i is ITK axis i
+    n = [int(np.ceil(pad_mm / sp)) for sp in face.GetSpacing()]
+    lower, upper = [0, 0, 0], [0, 0, 0]
+    for i in range(3):
+        axis = 2 - i
+        if np.any(np.take(arr, 0, axis=axis) != outside):
+            lower[i] = n[i]
+        if np.any(np.take(arr, -1, axis=axis) != outside):
+            upper[i] = n[i]
+    if not any(lower) and not any(upper):
+        return face
+    return sitk.ZeroFluxNeumannPad(face, lower, upper)
 
 
 def face_normal(transform: sitk.Transform, subject_affine: np.ndarray) -> tuple[int, int]:
