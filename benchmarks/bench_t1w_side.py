@@ -86,15 +86,19 @@ def _side(t1w: Path, out: Path, cfg, atlas, templates, surf) -> dict:
     anatomy = None
     kw: dict = {}
     if build_anatomy is not None:
-        anatomy = build_anatomy(t1w, inp.subject, atlas, cfg, threads=1)
+        import inspect
+
+        kw_grid = {}
+        if "atlas_grid_head" in inspect.signature(build_anatomy).parameters:  # as isyb run
+            kw_grid["atlas_grid_head"] = next(
+                (t.grid_head for t in templates if Path(t.head) == Path(atlas.head)), None)
+        anatomy = build_anatomy(t1w, inp.subject, atlas, cfg, threads=1, **kw_grid)
         write_anatomy(anatomy, out)
         try:  # the non-linear normalisation and subject surfaces, as isyb run adds them
             from isyb_dask.anat.placement import attach_standard_space
         except ImportError:
             attach_standard_space = None
         if attach_standard_space is not None:
-            import inspect
-
             seeded = "atlas" in inspect.signature(attach_standard_space).parameters
             attach_standard_space(anatomy, out, seed=cfg.deface.seed, threads=1,
                                   **({"atlas": atlas} if seeded else {}))

@@ -124,6 +124,10 @@ def test_resolve_templates_builtin_first(ref, tmp_path):
                            atlas=atlas)
     assert [t.name for t in ts] == ["pydeface", "Ref", "Ref2"]
     assert ts[0].brain_mask == atlas.brain_mask
+    # each head on the registration grid is written once per run (Ref and Ref2 share a head)
+    assert all(t.grid_head is not None and t.grid_head.parent == tmp_path / "templates"
+               for t in ts)
+    assert ts[1].grid_head == ts[2].grid_head != ts[0].grid_head
     with pytest.raises(ConfigError, match="twice"):
         resolve_templates([f"Ref={ref.head}:{ref.face_mask}"] * 2, None, tmp_path, atlas=atlas)
     with pytest.raises(InputError, match="does not exist"):
@@ -284,3 +288,33 @@ def test_face_mask_padded_only_where_it_matters_resamples_like_full_padding():
     assert (a < 1).sum() > (c < 1).sum() + 1000  # the continuation is there
     assert pad_face_mask(sitk.GetImageFromArray(np.ones((5, 5, 5), np.float32)), 30.0).GetSize() \
         == (5, 5, 5)
+
+
+def test_stored_grid_head_is_read_bit_for_bit_instead_of_computed(ref, tmp_path, monkeypatch):
+    """A worker reads the run's written grid head: the same voxels and geometry as computing
+    it, and no down-sampling; a missing or unreadable file falls back to computing."""
+    import SimpleITK as sitk
+
+    from isyb_dask.registration import heads
+
+    computed = heads.head_on_grid(ref.head, 2.0)
+    stored = heads.write_head_on_grid(ref.head, 2.0, tmp_path / "grid")
+    assert stored == heads.write_head_on_grid(ref.head, 2.0, tmp_path / "grid")  # kept
+    monkeypatch.setattr(heads, "_CACHE", {})  # a new worker process
+    calls = []
+    real = heads._compute
+    monkeypatch.setattr(heads, "_compute", lambda *a: calls.append(a) or real(*a))
+    read = heads.head_on_grid(ref.head, 2.0, stored=stored)
+    assert calls == []
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(read),
+                                  sitk.GetArrayViewFromImage(computed))
+    for get in ("GetSpacing", "GetOrigin", "GetDirection", "GetPixelID"):
+        assert getattr(read, get)() == getattr(computed, get)()
+    assert heads.head_on_grid(ref.head, 2.0, stored=stored) is read  # cached per process
+    bad = tmp_path / "bad.mha"
+    bad.write_bytes(b"not an image")
+    monkeypatch.setattr(heads, "_CACHE", {})
+    again = heads.head_on_grid(ref.head, 2.0, stored=bad)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(again),
+                                  sitk.GetArrayViewFromImage(computed))

@@ -38,7 +38,7 @@ import numpy as np
 from isyb_dask import registration as reg
 from isyb_dask.errors import InputError, RegistrationError
 from isyb_dask.io.nifti import check_head_in_view, file_sha256, load_image
-from isyb_dask.registration.heads import head_on_grid
+from isyb_dask.registration.heads import REGISTRATION_STEP_MM, head_on_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     import SimpleITK as sitk
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["AnatomyError", "SubjectAnatomy", "build_anatomy", "atlas_head_image", "REG_STEP_MM"]
 
 #: Finest level of the deface-grade registration: the template head is down-sampled to it.
-REG_STEP_MM = 2.0
+REG_STEP_MM = REGISTRATION_STEP_MM
 #: Registrations tried (seed, seed + 1, ...) before the subject's T1w is declared unusable.
 REG_ATTEMPTS = 3
 
@@ -124,19 +124,21 @@ class SubjectAnatomy:
         return np.asarray(self.atlas_registration.matrix_ras, dtype=np.float64)
 
 
-def atlas_head_image(path: str | os.PathLike[str]) -> "sitk.Image":
+def atlas_head_image(path: str | os.PathLike[str],
+                     stored: str | os.PathLike[str] | None = None) -> "sitk.Image":
     """The template head as the deface-grade registration uses it (canonical, 2 mm, cached).
 
     The same cached image the deface stage registers for the built-in template
-    (:func:`isyb_dask.registration.heads.head_on_grid`).
+    (:func:`isyb_dask.registration.heads.head_on_grid`); ``stored`` is the run's written
+    copy of it (:attr:`isyb_dask.deface.templates.Template.grid_head`), read if given.
     """
-    return head_on_grid(path, REG_STEP_MM)
+    return head_on_grid(path, REG_STEP_MM, stored=stored)
 
 
-def _register_head(fixed: "sitk.Image", head_path: Path, *, seed: int, threads: int
-                   ) -> reg.AffineRegistration:
+def _register_head(fixed: "sitk.Image", head_path: Path, *, seed: int, threads: int,
+                   stored: str | os.PathLike[str] | None = None) -> reg.AffineRegistration:
     """Deface-grade registration of the head to the subject, retried with the next seeds."""
-    moving = atlas_head_image(head_path)
+    moving = atlas_head_image(head_path, stored)
     best: reg.AffineRegistration | None = None
     for attempt in range(REG_ATTEMPTS):
         res = reg.register_affine(fixed, moving, seed=seed + attempt, threads=threads)
@@ -167,6 +169,7 @@ def build_anatomy(
     *,
     threads: int,
     image: nb.Nifti1Image | None = None,
+    atlas_grid_head: str | os.PathLike[str] | None = None,
 ) -> SubjectAnatomy:
     """Compute a subject's anatomical reference (module docstring, steps 1-6).
 
@@ -184,6 +187,11 @@ def build_anatomy(
         :class:`isyb_dask.qc.config.QCConfig` (its seed is used for both).
     threads
         SimpleITK threads.
+    image
+        The T1w already read and validated (it is read from ``t1w`` otherwise).
+    atlas_grid_head
+        The run's stored copy of the atlas head on the registration grid (the built-in
+        template's :attr:`~isyb_dask.deface.templates.Template.grid_head`); computed if None.
 
     Returns
     -------
@@ -221,7 +229,8 @@ def build_anatomy(
 
     t0 = time.perf_counter()
     fixed = reg.to_sitk(data, canonical.affine)
-    registration = _register_head(fixed, Path(atlas.head), seed=seed, threads=threads)
+    registration = _register_head(fixed, Path(atlas.head), seed=seed, threads=threads,
+                                  stored=atlas_grid_head)
     priors_img = tuple(nb.load(str(p)) for p in (atlas.csf_prob, atlas.gm_prob, atlas.wm_prob))
     warped = warp_atlas(canonical, registration, nb.load(str(atlas.brain_mask)), priors_img,
                         threads=threads)

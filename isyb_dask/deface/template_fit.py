@@ -20,11 +20,10 @@ from isyb_dask.deface.config import DefaceConfig
 from isyb_dask.deface.templates import Template
 from isyb_dask.errors import RegistrationError
 from isyb_dask.io.nifti import load_image
-from isyb_dask.registration.heads import head_on_grid
+from isyb_dask.registration.heads import REGISTRATION_STEP_MM, head_on_grid
 
 __all__ = ["face_normal", "pad_face_mask", "template_registration"]
 
-_REG_STEP_MM = 2.0
 _FACE_PAD_MM = 80.0
 
 
@@ -37,11 +36,15 @@ def _template_head_full(head: str, mtime: float) -> sitk.Image:
 
 @functools.lru_cache(maxsize=8)
 def _template_images(
-    head: str, face: str, brain: str | None, mtime: float
+    head: str, face: str, brain: str | None, mtime: float, grid_head: str | None = None
 ) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
-    """Canonical template head (down-sampled to the finest registration level) and masks."""
+    """Canonical template head (down-sampled to the finest registration level) and masks.
+
+    ``grid_head``: the run's stored copy of the down-sampled head (read instead of computed).
+    """
     del mtime  # part of the cache key only
-    head_s = head_on_grid(head, _REG_STEP_MM)  # the atlas registration's, for the built-in head
+    # the atlas registration's image, for the built-in head
+    head_s = head_on_grid(head, REGISTRATION_STEP_MM, stored=grid_head)
     face_s = reg.to_sitk(reg.to_canonical(load_image(face, ndim=3, check_values=False)), dtype=np.float32)
     # continue the face mask beyond the template's FOV by its edge values (a FOV that cuts
     # the nose tip must not keep the subject's nose tip)
@@ -113,6 +116,7 @@ def _images(template: Template) -> tuple[sitk.Image, sitk.Image, sitk.Image | No
         str(template.head), str(template.face_mask),
         None if template.brain_mask is None else str(template.brain_mask),
         os.path.getmtime(template.head),
+        None if template.grid_head is None else str(template.grid_head),
     )
 
 

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ import yaml
 
 from isyb_dask.errors import ConfigError, InputError
 from isyb_dask.io.nifti import file_sha256, load_image
+from isyb_dask.registration.heads import REGISTRATION_STEP_MM, write_head_on_grid
 
 __all__ = [
     "BUILTIN_NAME",
@@ -83,6 +85,7 @@ class Template:
     brain_mask: Path | None = None
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     to_builtin: Path | None = field(default=None, compare=False, hash=False)
+    grid_head: Path | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -368,7 +371,8 @@ def resolve_templates(
 
     Every template is validated and completed (missing masks carried over from the built-in
     template; with ``cache_dir`` a carry-over is computed once per cache, see
-    :func:`complete_template`).
+    :func:`complete_template`), and its head on the registration grid is written once to
+    ``work_dir/templates`` (:attr:`Template.grid_head`).
 
     Raises
     ------
@@ -400,5 +404,7 @@ def resolve_templates(
                                       cache_dir=cache_dir)
         if (completed.face_mask, completed.brain_mask) != (t.face_mask, t.brain_mask):
             validate_template(completed)  # carried-over masks: checked like given ones
-        done.append(completed)
+        grid = write_head_on_grid(completed.head, REGISTRATION_STEP_MM,
+                                  Path(work_dir) / "templates")
+        done.append(dataclasses.replace(completed, grid_head=grid))
     return done
