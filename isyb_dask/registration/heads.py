@@ -16,6 +16,7 @@ bit for bit) and the workers read it (``stored=`` of :func:`head_on_grid`).
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -30,6 +31,7 @@ REGISTRATION_STEP_MM = 2.0
 
 _CACHE: dict[tuple[str, float, float], sitk.Image] = {}
 _CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()  # a worker's threads share the cache
 
 
 def _compute(path: str, step_mm: float) -> sitk.Image:
@@ -65,9 +67,10 @@ def head_on_grid(path: str | os.PathLike[str], step_mm: float,
                 image = None
         if image is None:
             image = _compute(key[0], key[2])
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = image
+        with _CACHE_LOCK:
+            while len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+            image = _CACHE.setdefault(key, image)  # a thread that got there first wins
     return image
 
 
