@@ -97,7 +97,7 @@ def mesh_render(data: np.ndarray, affine: np.ndarray, geom: RenderGeometry, yaw:
     """Marching-cubes mesh of ``data`` at ``level`` splatted into a z-buffer (uint8 image)."""
     from skimage.measure import marching_cubes
 
-    from isyb_dask.deface.render import _camera
+    from isyb_dask.deface.render import view_camera
 
     vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     vol = ndi.gaussian_filter(np.asarray(data, np.float32), 1.0 / vox)
@@ -112,7 +112,7 @@ def mesh_render(data: np.ndarray, affine: np.ndarray, geom: RenderGeometry, yaw:
     pts = pts @ affine[:3, :3].T + affine[:3, 3]
     nrm = nrm @ np.linalg.inv(affine[:3, :3])  # normals map with the inverse transpose
     nrm /= np.linalg.norm(nrm, axis=1, keepdims=True) + 1e-9
-    right, up, d = _camera(geom, yaw)
+    right, up, d = view_camera(geom, yaw)
     rel = pts - np.asarray(geom.centre)
     size, pix = geom.size, geom.fov_mm / geom.size
     col = np.round(rel @ right / pix + (size - 1) / 2).astype(int)

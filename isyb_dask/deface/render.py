@@ -20,7 +20,8 @@ import dataclasses
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["RenderGeometry", "render_geometry", "render_views", "otsu_threshold", "VIEW_YAWS"]
+__all__ = ["RenderGeometry", "render_geometry", "render_views", "otsu_threshold", "view_camera",
+           "VIEW_YAWS"]
 
 VIEW_YAWS: tuple[float, ...] = (0.0, -30.0, 30.0)
 """Yaw angles (degrees) of the default views: frontal, subject's right, subject's left."""
@@ -145,8 +146,25 @@ def render_geometry(
                           float(thr), float(fov_mm), int(size))
 
 
-def _camera(geom: RenderGeometry, yaw_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Right, up and viewing direction (world) of a view yawed about ``geom.up``."""
+def view_camera(geom: RenderGeometry, yaw_deg: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right, up and viewing direction (world unit vectors) of a view yawed about ``geom.up``.
+
+    The camera every render of :func:`render_views` uses; other renderers (for example an
+    outside reviewer's mesh renderer) take it to look at the head from the same place.
+
+    Parameters
+    ----------
+    geom
+        The head's render geometry (:func:`render_geometry`).
+    yaw_deg
+        Yaw about ``geom.up``; positive moves the camera towards the subject's left.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        ``(right, up, direction)``, each of shape (3,).
+    """
     n, up = np.asarray(geom.normal), np.asarray(geom.up)
     a = np.deg2rad(yaw_deg)
     # positive yaw moves the camera towards the subject's left (RAS +x for a frontal view)
@@ -316,7 +334,7 @@ def render_views(
     half_depth = 0.5 * float(np.linalg.norm(np.array(vol.shape) * vox)) + 10.0
     out = np.zeros((len(yaws), size, size), dtype=np.uint8)
     for k, yaw in enumerate(yaws):
-        right, up, d = _camera(geom, yaw)
+        right, up, d = view_camera(geom, yaw)
         start = centre - half_depth * d
         grid = (start[None, None, :] + coords[None, :, None] * right[None, None, :]
                 - coords[:, None, None] * up[None, None, :])
