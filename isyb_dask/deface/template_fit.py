@@ -63,8 +63,9 @@ def pad_face_mask(face: sitk.Image, pad_mm: float, outside: float = 1.0) -> sitk
     others, edge-value padding would add only ``outside``, which is what resampling with
     ``default=outside`` returns beyond the box anyway (and linear interpolation within half
     a voxel of the edge clamps to the edge value either way), so the resampled result equals
-    that of padding every side, at a fraction of the time and memory (a 1 mm template padded
-    80 mm on all six sides is ~43 M voxels, 170 MB as float32, 0.7 s).
+    that of padding every side, at a fraction of the time and memory (pydeface's 1 mm mask
+    padded 80 mm on all six sides is 60 M voxels, 240 MB as float32, 0.6 s; on the four
+    sides its face reaches, 39 M voxels and 0.34 s).
 
     Parameters
     ----------

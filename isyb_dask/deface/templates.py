@@ -21,12 +21,12 @@ written into ``work_dir/templates/`` and the provenance says so.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import shutil
-import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
