@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = ["participant", "anatomy", "anatomy_speed", "t1w_side", "deface", "deface_variants", "face_detectors", "audit", "morphometry", "metrics_stage", "report", "qc_anat", "qc_func", "metrics_volume", "group_maps", "store", "stats", "scale", "synth"]
+ORDER = ["participant", "anatomy", "anatomy_speed", "t1w_side", "deface", "deface_variants", "face_detectors", "face_blazeface", "audit", "morphometry", "metrics_stage", "report", "qc_anat", "qc_func", "metrics_volume", "group_maps", "store", "stats", "scale", "synth"]
 HEADER = """# Benchmarks
 
 Every number below was measured with the command given in its section, on this project's
