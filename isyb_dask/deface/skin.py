@@ -118,12 +118,14 @@ def median_at(data: np.ndarray, mask: np.ndarray, chunk: int = 200_000) -> np.nd
     grid: for a few scattered voxels in a large box it is far cheaper than the whole filter.
     """
     d = np.pad(np.asarray(data, dtype=np.float32), 1, mode="edge")
-    idx = np.argwhere(mask)
-    offs = np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    out = np.empty(len(idx), dtype=np.float32)
-    for a in range(0, len(idx), chunk):
-        nb = idx[a:a + chunk, None, :] + offs[None]  # padded grid: +1 -1 cancel
-        out[a:a + chunk] = np.median(d[nb[..., 0], nb[..., 1], nb[..., 2]], axis=1)
+    # flat indices into the padded grid: a voxel's neighbourhood starts at its own index
+    # there (the +1 of the padding and the -1 of the offset cancel)
+    flat = np.ravel_multi_index(np.nonzero(mask), d.shape)
+    offs = np.ravel_multi_index(np.indices((3, 3, 3)).reshape(3, -1), d.shape)
+    values = d.ravel()
+    out = np.empty(len(flat), dtype=np.float32)
+    for a in range(0, len(flat), chunk):
+        out[a:a + chunk] = np.median(values[flat[a:a + chunk, None] + offs[None]], axis=1)
     return out
 
 
@@ -346,8 +348,8 @@ def air_debris(
     if faint_fraction is not None and not denoise:
         level = faint_fraction * threshold
         faint = air & (sub > level)
-        core = np.zeros_like(faint)
         if faint.sum() < 0.05 * faint.size:  # a few voxels: their medians only
+            core = np.zeros_like(faint)
             core[faint] = median_at(sub, faint) > level
         else:
             core = faint & (skin_image(sub, True) > level)
