@@ -10,8 +10,10 @@ face) seen through a known backward map from scanner world ``y`` to template wor
 (population mean x individual variation x sex factor) and ``d`` a smooth displacement:
 a global field plus a larger, shorter-range field confined to the face region (nose, lips,
 jaw and chin differ between subjects) and a population-specific face depth (the face in front
-of the brain is compressed along AP by a factor ``f``: Chinese faces flatter). The tissue maps of the reference atlas are sampled
-through the same map, so labels are exact for every modality grid.
+of the brain is compressed along AP by a factor ``f``: Chinese faces flatter). The tissue
+maps of the reference atlas are sampled through the same map, so labels are exact for every
+modality grid. Inside the brain the template's intensity is given the class means of a real
+MPRAGE (:mod:`isyb_dask.synth.brain_contrast`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from isyb_dask.rigid import rigid_matrix
+from isyb_dask.synth.brain_contrast import calibrate_brain_contrast
 from isyb_dask.synth.fields import Grid, SmoothField, block_mean, random_smooth_field
 
 __all__ = [
@@ -60,7 +63,8 @@ class TemplateMaps:
     ``face`` is 1 inside pydeface's face region (its face mask is 1 = keep), ``head`` is the
     template's head mask, ``brain``/``gm``/``wm``/``csf`` come from the reference atlas.
     ``face_base_y`` is the world y of the front of the brain, from which face depth is
-    measured; ``mirror`` reflects template points through the MNI mid-sagittal plane.
+    measured; ``mirror`` reflects template points through the MNI mid-sagittal plane;
+    ``brain_contrast`` holds the template's and the calibrated class means of ``t1``.
     """
 
     maps: dict[str, np.ndarray]
@@ -69,6 +73,7 @@ class TemplateMaps:
     brain_centre: np.ndarray
     mirror: np.ndarray = field(default_factory=lambda: np.eye(4))
     face_base_y: float = 0.0
+    brain_contrast: dict = field(default_factory=dict)
 
     def sample(self, name: str, points: np.ndarray, order: int = 1) -> np.ndarray:
         """Map ``name`` at template-world ``points`` ``(3, ...)`` (0 outside the template)."""
@@ -103,7 +108,7 @@ def _head_mask(t1: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _raw_template() -> tuple[
-    dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray
+    dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, dict
 ]:
     from isyb_dask.atlas import get_reference_atlas
 
@@ -123,6 +128,9 @@ def _raw_template() -> tuple[
         "head": _head_mask(t1).astype(np.float32),
         "face": 1.0 - load(atlas.face_mask),
     }
+    raw["t1"], contrast = calibrate_brain_contrast(
+        t1, {k: raw[k] for k in ("gm", "wm", "csf")}, raw["brain"]
+    )
     aff = head_img.affine
     centres = []
     for key in ("head", "brain"):
@@ -134,18 +142,18 @@ def _raw_template() -> tuple[
     mirror = np.linalg.inv(h2m) @ np.diag([-1.0, 1.0, 1.0, 1.0]) @ h2m
     brain_vox = np.argwhere(raw["brain"][:, ::2, ::2] > 0.5) * np.array([1, 2, 2])
     face_base_y = float((brain_vox @ aff[:3, :3].T + aff[:3, 3])[:, 1].max())
-    return raw, aff, centres[0], centres[1], mirror, face_base_y
+    return raw, aff, centres[0], centres[1], mirror, face_base_y, contrast
 
 
 @lru_cache(maxsize=4)
 def load_template_maps(factor: int = 1) -> TemplateMaps:
     """Template maps block-averaged by ``factor`` (1 = native ~1 mm), cached per process."""
-    raw, aff, head_centre, brain_centre, mirror, face_base_y = _raw_template()
+    raw, aff, head_centre, brain_centre, mirror, face_base_y, contrast = _raw_template()
     maps: dict[str, np.ndarray] = {}
     affine = aff
     for name in _MAP_NAMES:
         maps[name], affine = block_mean(raw[name], aff, factor)
-    return TemplateMaps(maps, affine, head_centre, brain_centre, mirror, face_base_y)
+    return TemplateMaps(maps, affine, head_centre, brain_centre, mirror, face_base_y, contrast)
 
 
 def template_factor(voxel_size: float) -> int:

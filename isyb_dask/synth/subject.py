@@ -196,6 +196,7 @@ def generate_subject(spec: SubjectSpec, out_dir: Path, cfg: SynthConfig) -> dict
             "gain": gain,
             "bias_sd": bias_sd,
             "gm_wm_contrast": contrast,
+            "brain_class_means": maps_t1.brain_contrast,
             "face_texture_sd": texture_sd,
             "noise_sigma": t1["sigma"],
             "wm_mean": t1["wm_mean"],
