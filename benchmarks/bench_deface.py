@@ -70,7 +70,7 @@ def _masking_only(subj: Path, tmpl: Template, repeats: int) -> None:
     """Masking alone (no registration): new maskface / zero / reface vs the old grid normfilter."""
     from isyb_dask.deface import stage as st
     from isyb_dask.deface.maskface import normfilter
-    from isyb_dask.deface.skin import surface_depth_change
+    from isyb_dask.deface.skin_depth import surface_depth_change
 
     img = reg.to_canonical(nb.load(subj))
     data = np.asarray(img.dataobj, dtype=np.float64)

@@ -18,7 +18,7 @@ from isyb_dask.deface.config import DefaceConfig
 from isyb_dask.deface.maskface import head_mask, protect_mask, ridler_calvard_geometric
 from isyb_dask.deface.nmi import bin_labels
 from isyb_dask.deface.phantom import make_head
-from isyb_dask.deface.skin import surface_depth_change
+from isyb_dask.deface.skin_depth import surface_depth_change
 from isyb_dask.deface.stage import run_deface
 from isyb_dask.deface.templates import Template
 

@@ -20,14 +20,10 @@ import SimpleITK as sitk
 
 from isyb_dask import registration as reg
 from isyb_dask.deface import stage as st
+from isyb_dask.deface import template_fit
 from isyb_dask.deface.config import DefaceConfig
-from isyb_dask.deface.skin import (
-    extend_face_region,
-    head_mask_full,
-    skin_depth_map,
-    skin_threshold,
-    surface_depth_change,
-)
+from isyb_dask.deface.skin import extend_face_region, head_mask_full, skin_threshold
+from isyb_dask.deface.skin_depth import skin_depth_map, surface_depth_change
 from isyb_dask.deface.stage import run_deface
 from isyb_dask.deface.templates import resolve_templates
 
@@ -134,7 +130,7 @@ def _check_reface(case, out):
         r = res["templates"][t.name]
         assert r["error"] is None
         tres = st.template_registration(fixed, t, DefaceConfig())
-        src = sitk.Cast(st._template_head_full(str(t.head), 0.0), sitk.sitkFloat32)
+        src = sitk.Cast(template_fit._template_head_full(str(t.head), 0.0), sitk.sitkFloat32)
         tpl = reg.sitk_to_array(reg.resample_to(src, fixed, tres.transform, "linear",
                                                 default=-1e30))
         fov = tpl > -1e29
@@ -213,7 +209,7 @@ def test_volunteer_reface_embedding_closer_to_template(volunteer):
     fixed = reg.to_sitk(data.astype(np.float32), affine)
     for t in templates:
         tres = st.template_registration(fixed, t, DefaceConfig())
-        src = sitk.Cast(st._template_head_full(str(t.head), 0.0), sitk.sitkFloat32)
+        src = sitk.Cast(template_fit._template_head_full(str(t.head), 0.0), sitk.sitkFloat32)
         tpl = reg.sitk_to_array(reg.resample_to(src, fixed, tres.transform, "linear", default=0.0))
         tv = audit.analyse_views(render_views(tpl, affine, render_geometry(tpl, affine)), orig)
         rv = audit.analyse_views(render_views(runs["reface"][1][t.name], affine, geom), orig)

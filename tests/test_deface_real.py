@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from isyb_dask.deface.config import DefaceConfig
-from isyb_dask.deface.skin import surface_depth_change
+from isyb_dask.deface.skin_depth import surface_depth_change
 from isyb_dask.deface.stage import run_deface
 from isyb_dask.deface.templates import resolve_templates
 

@@ -17,11 +17,9 @@ from isyb_dask.deface.skin import (
     extend_face_region,
     head_mask_full,
     noisy_background,
-    signed_distance,
-    skin_depth_map,
     skin_threshold,
-    surface_depth_change,
 )
+from isyb_dask.deface.skin_depth import signed_distance, skin_depth_map, surface_depth_change
 
 VOX = 3.0
 NORMAL = (1, 1)  # phantom faces +y

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from isyb_dask import registration as reg
 from isyb_dask.deface import stage as st
+from isyb_dask.deface import template_fit
 from isyb_dask.deface.config import DefaceConfig
 from isyb_dask.deface.templates import builtin_template
 
@@ -46,7 +47,7 @@ def cohort(tmp_path_factory):
         geom = render_geometry(data, img.affine)
         orig = audit.analyse_views(render_views(data, img.affine, geom))
         ref = audit.analyse_views(render_views(out["defaced"], img.affine, geom), orig)
-        src = sitk.Cast(st._template_head_full(str(tpl.head), 0.0), sitk.sitkFloat32)
+        src = sitk.Cast(template_fit._template_head_full(str(tpl.head), 0.0), sitk.sitkFloat32)
         head = reg.sitk_to_array(reg.resample_to(src, fixed, res.transform, "linear",
                                                  default=0.0))
         tv = audit.analyse_views(render_views(head, img.affine, render_geometry(head,

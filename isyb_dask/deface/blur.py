@@ -4,7 +4,7 @@ The variant of mask_face's ``normfilter`` (METHODS §2) used by default. It keep
 the layer around the facial skin is replaced by a low-passed, plausible intensity layer, not
 by zeros — but follows the subject's own skin at voxel resolution and moves the surface:
 
-1. ``phi``: signed distance (mm) to the subject's skin (:func:`skin.signed_distance` of the
+1. ``phi``: signed distance (mm) to the subject's skin (:func:`skin_depth.signed_distance` of the
    head mask, negative inside) in a box around the face region;
 2. the new skin is the zero level of ``phi_new = G_sigma * phi - shift``: the signed distance
    smoothed with a Gaussian of ``smooth_mm`` (nose, nostrils, lips, chin, eye sockets and
@@ -40,7 +40,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from isyb_dask.blocks import block_reduce, padded_box
-from isyb_dask.deface.skin import FaceRegionError, signed_distance
+from isyb_dask.deface.skin import FaceRegionError
+from isyb_dask.deface.skin_depth import signed_distance
 
 __all__ = ["OPAQUE_MM", "maskface_blur"]
 
