@@ -90,8 +90,9 @@ def _side(t1w: Path, out: Path, cfg, atlas, templates, surf) -> dict:
 
         kw_grid = {}
         if "atlas_grid_head" in inspect.signature(build_anatomy).parameters:  # as isyb run
-            kw_grid["atlas_grid_head"] = next(
-                (t.grid_head for t in templates if Path(t.head) == Path(atlas.head)), None)
+            from isyb_dask.deface.templates import grid_head_for
+
+            kw_grid["atlas_grid_head"] = grid_head_for(templates, atlas.head)
         anatomy = build_anatomy(t1w, inp.subject, atlas, cfg, threads=1, **kw_grid)
         write_anatomy(anatomy, out)
         try:  # the non-linear normalisation and subject surfaces, as isyb run adds them

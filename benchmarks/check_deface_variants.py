@@ -120,12 +120,18 @@ def variants(data: np.ndarray, affine: np.ndarray) -> dict[str, tuple[np.ndarray
     return out
 
 
+def mni152_templates(work: Path) -> list:
+    """The built-in template and FSL's MNI152 2 mm head with its mydeface mask, resolved."""
+    tpl = SHARED / "templates"
+    return resolve_templates(
+        [f"MNI152={tpl / 'mni152_fsl_T1_2mm_head.nii.gz'}:"
+         f"{tpl / 'mni152_2mm_defacemask_mydeface.nii.gz'}"],
+        None, work / "tpl", atlas=get_reference_atlas())
+
+
 def main(work: Path, only: list[str]) -> None:
     work.mkdir(parents=True, exist_ok=True)
-    tpl = SHARED / "templates"
-    templates = resolve_templates(
-        [f"MNI152={tpl / 'mni152_fsl_T1_2mm_head.nii.gz'}:{tpl / 'mni152_2mm_defacemask_mydeface.nii.gz'}"],
-        None, work / "tpl", atlas=get_reference_atlas())
+    templates = mni152_templates(work)
     img = nb.load(SHARED / "heads" / "xa30_sub1_T1w_tfl_2mm.nii.gz")
     cfg = dataclasses.replace(DefaceConfig(), audit=False)
     print(f"median route when the isolated share > {ISOLATED_LIMIT}")

@@ -35,46 +35,26 @@ HEADS = ("base", "noise134", "nosecut", "slices4mm")
 
 def render(work: Path, bids: Path | None, subjects: list[str]) -> None:
     """Deface the heads and write every render as ``WORK/png/<head>/<version>/<view>.png``."""
-    import dataclasses
-
     import nibabel as nb
     from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from check_face_detectors import SHARED, renders, variants
+    from check_face_detectors import (SHARED, defaced_heads, mni152_templates, renders,
+                                      variants)
 
-    from isyb_dask.atlas import get_reference_atlas
-    from isyb_dask.deface.config import DefaceConfig
     from isyb_dask.deface.render import render_geometry, render_views
-    from isyb_dask.deface.skin import noisy_background, skin_image, skin_threshold
-    from isyb_dask.deface.stage import run_deface
-    from isyb_dask.deface.templates import resolve_templates
 
-    tpl = SHARED / "templates"
-    templates = resolve_templates(
-        [f"MNI152={tpl / 'mni152_fsl_T1_2mm_head.nii.gz'}:"
-         f"{tpl / 'mni152_2mm_defacemask_mydeface.nii.gz'}"],
-        None, work / "tpl", atlas=get_reference_atlas())
+    templates = mni152_templates(work)
     png = work / "png"
 
     def save_all(name: str, path: Path) -> None:
-        res = run_deface(path, "sub-v", templates, dataclasses.replace(DefaceConfig(), audit=False),
-                         work / f"out_{name}")
-        img = nb.load(path)
-        orig = np.asarray(img.dataobj, np.float32)
-        denoise = noisy_background(orig, skin_threshold(orig))
-        ref = skin_image(orig, True) if denoise else orig
-        heads = {"original": ref}
-        for t in res["templates"]:
-            d = np.asarray(nb.load(work / f"out_{name}" / "sub-v" / "anat"
-                                   / f"sub-v_desc-defaced{t}_T1w.nii.gz").dataobj, np.float32)
-            heads[t] = skin_image(d, True) if denoise else d
-        for version, data in heads.items():
+        affine, ref, defaced, errors, _ = defaced_heads(name, path, templates, work)
+        for version, data in {"original": ref, **defaced}.items():
             folder = png / name / version
             folder.mkdir(parents=True, exist_ok=True)
-            for label, im in renders(data, img.affine, ref):
+            for label, im in renders(data, affine, ref):
                 Image.fromarray(im).save(folder / (label.replace(" ", "_") + ".png"))
-        print(name, "rendered", flush=True)
+        print(name, "rendered", *(f"({t}: {e})" for t, e in errors.items()), flush=True)
 
     img = nb.load(SHARED / "heads" / "xa30_sub1_T1w_tfl_2mm.nii.gz")
     vol = np.asarray(img.dataobj, np.float32)

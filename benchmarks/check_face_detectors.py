@@ -38,15 +38,13 @@ import nibabel as nb
 import numpy as np
 from scipy import ndimage as ndi
 
-from isyb_dask.atlas import get_reference_atlas
 from isyb_dask.deface.config import DefaceConfig
 from isyb_dask.deface.render import RenderGeometry, otsu_threshold, render_geometry, render_views
 from isyb_dask.deface.skin import noisy_background, skin_image, skin_threshold
 from isyb_dask.deface.stage import run_deface
-from isyb_dask.deface.templates import resolve_templates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_deface_variants import variants  # noqa: E402
+from check_deface_variants import mni152_templates, variants  # noqa: E402
 
 SHARED = Path(os.environ.get("ISYB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 FRACTIONS = (0.25, 0.5, 0.8, 1.0, 1.2, 1.4)
@@ -145,30 +143,46 @@ def renders(data: np.ndarray, affine: np.ndarray, ref: np.ndarray):
             yield f"mesh x{f:g} yaw {yaw:+.0f}", mesh_render(data, affine, geom, yaw, f * otsu)
 
 
-def check(name: str, path: Path, templates, work: Path, detect: Detectors) -> None:
+def defaced_heads(name: str, path: Path, templates, work: Path):
+    """Deface ``path`` (maskface, no audit) and return what the renders are made of.
+
+    Returns ``(affine, ref, defaced, errors, denoise)``: ``ref`` is the original as rendered
+    (its 3x3x3 median in a noisy background, as the audit renders it), ``defaced`` maps each
+    template to its defaced image treated likewise, ``errors`` each failed template to its
+    error.
+    """
     cfg = dataclasses.replace(DefaceConfig(), audit=False)
     res = run_deface(path, "sub-v", templates, cfg, work / f"out_{name}")
     img = nb.load(path)
     orig = np.asarray(img.dataobj, np.float32)
     denoise = noisy_background(orig, skin_threshold(orig))
     ref = skin_image(orig, True) if denoise else orig
-    orig_best = max(detect(im)["hog"] for _, im in renders(ref, img.affine, ref)
-                    if _.endswith("yaw +0"))
-    # control: the back of the original head, which has no face, at every iso-level
-    back = [found(detect(render_views(ref, img.affine, render_geometry(
-        ref, img.affine, threshold_fraction=f), yaws=(180.0,))[0])) for f in FRACTIONS]
-    print(f"{name:12s} control: back of the original head, {len(FRACTIONS)} iso-levels: dlib "
-          f"{sum(any(not x.startswith('haar') for x in b) for b in back)}, Haar alt2 "
-          f"{sum('haar' in b for b in back)} with a 'face'", flush=True)
+    defaced, errors = {}, {}
     for t, row in res["templates"].items():
         if row.get("error"):
-            print(f"{name:12s} {t:9s} ERROR {row['error']}", flush=True)
+            errors[t] = row["error"]
             continue
         p = work / f"out_{name}" / "sub-v" / "anat" / f"sub-v_desc-defaced{t}_T1w.nii.gz"
         d = np.asarray(nb.load(p).dataobj, np.float32)
-        d = skin_image(d, True) if denoise else d
+        defaced[t] = skin_image(d, True) if denoise else d
+    return img.affine, ref, defaced, errors, denoise
+
+
+def check(name: str, path: Path, templates, work: Path, detect: Detectors) -> None:
+    affine, ref, defaced, errors, denoise = defaced_heads(name, path, templates, work)
+    orig_best = max(detect(im)["hog"] for _, im in renders(ref, affine, ref)
+                    if _.endswith("yaw +0"))
+    # control: the back of the original head, which has no face, at every iso-level
+    back = [found(detect(render_views(ref, affine, render_geometry(
+        ref, affine, threshold_fraction=f), yaws=(180.0,))[0])) for f in FRACTIONS]
+    print(f"{name:12s} control: back of the original head, {len(FRACTIONS)} iso-levels: dlib "
+          f"{sum(any(not x.startswith('haar') for x in b) for b in back)}, Haar alt2 "
+          f"{sum('haar' in b for b in back)} with a 'face'", flush=True)
+    for t, error in errors.items():
+        print(f"{name:12s} {t:9s} ERROR {error}", flush=True)
+    for t, d in defaced.items():
         hits, best, n = [], -9.0, 0
-        for label, im in renders(d, img.affine, ref):
+        for label, im in renders(d, affine, ref):
             s = detect(im)
             best = max(best, s["hog"])
             n += 1
@@ -186,10 +200,7 @@ def check(name: str, path: Path, templates, work: Path, detect: Detectors) -> No
 
 def main(work: Path, n_generated: int, only: tuple[str, ...] = VARIANTS) -> None:
     work.mkdir(parents=True, exist_ok=True)
-    tpl = SHARED / "templates"
-    templates = resolve_templates(
-        [f"MNI152={tpl / 'mni152_fsl_T1_2mm_head.nii.gz'}:{tpl / 'mni152_2mm_defacemask_mydeface.nii.gz'}"],
-        None, work / "tpl", atlas=get_reference_atlas())
+    templates = mni152_templates(work)
     detect = Detectors()
     img = nb.load(SHARED / "heads" / "xa30_sub1_T1w_tfl_2mm.nii.gz")
     for name, (data, affine) in variants(np.asarray(img.dataobj, np.float32), img.affine).items():

@@ -118,10 +118,10 @@ def test_generated_1mm_subject_median_ct(generated, generated_1mm_bids):
                                    subject.surfaces["refined"], subject.fslr)["CT"]
     truth_med = float(np.nanmedian(truth_ct))
     # measured 1.96 mm from our posteriors, 2.11 mm from the truth (the atlas's fuzzy GM
-    # gives a thin cortex to this method); the segmentation's boundaries differ from the
-    # truth's by a fraction of a voxel on each side, hence 15 %
+    # gives a thin cortex to this method): 7 % apart; the bound allows 10 %, a fifth of a
+    # 1 mm voxel on a 2 mm cortex
     assert 1.8 <= truth_med <= 2.5, truth_med
-    assert abs(med / truth_med - 1.0) <= 0.15, (med, truth_med)
+    assert abs(med / truth_med - 1.0) <= 0.10, (med, truth_med)
     assert sum(info["cpu_s"].values()) < 60
     # SA on the refined midthickness: measured 1,647 cm2 (affine-placed 693 cm2)
     assert 1500e2 <= info["sa_total_with_medial_wall_mm2"] <= 2500e2

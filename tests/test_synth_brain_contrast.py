@@ -74,9 +74,9 @@ def test_generated_t1w_has_mprage_contrast() -> None:
     # partial volume is linear in the fractions, but the template texture they do not
     # explain is not noise: resampled through the subject's map (trilinear) it leans on the
     # small CSF class (measured: 0.308 on the 2 mm template, 0.335 on this head). The
-    # template's own ratios were 0.65 and 0.82.
-    assert means["csf"] / means["wm"] == pytest.approx(MPRAGE_RELATIVE_MEANS["csf"], abs=0.05)
-    assert means["gm"] / means["wm"] == pytest.approx(MPRAGE_RELATIVE_MEANS["gm"], abs=0.05)
+    # template's own ratios were 0.65 and 0.82. GM, a large class, comes back at 0.720.
+    assert means["csf"] / means["wm"] == pytest.approx(MPRAGE_RELATIVE_MEANS["csf"], abs=0.04)
+    assert means["gm"] / means["wm"] == pytest.approx(MPRAGE_RELATIVE_MEANS["gm"], abs=0.01)
     target = maps.brain_contrast["target_means"]
     assert target["csf"] / target["wm"] == pytest.approx(0.31, rel=1e-12)
     assert maps.brain_contrast["template_means"]["csf"] / target["wm"] > 0.6

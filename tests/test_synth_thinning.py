@@ -66,4 +66,6 @@ def test_computed_ct_finds_the_planted_thinning():
     diff = ct[True] - ct[False]  # measured: -0.34 mm
     assert 0.05 < removed < 0.2
     assert diff < 0  # right sign
-    assert abs(diff - expected) <= 0.3 * abs(expected), (ct, diff, expected)
+    # measured 3 % apart (0.34 against 0.33 mm); a third of a 1 mm voxel is resolved only
+    # through partial volume, so the bound is five times the measured gap
+    assert abs(diff - expected) <= 0.15 * abs(expected), (ct, diff, expected)

@@ -13,6 +13,7 @@ from isyb_dask.deface.phantom import make_head
 from isyb_dask.deface.templates import (
     Template,
     complete_template,
+    grid_head_for,
     parse_spec,
     read_template_config,
     resolve_templates,
@@ -128,6 +129,9 @@ def test_resolve_templates_builtin_first(ref, tmp_path):
     assert all(t.grid_head is not None and t.grid_head.parent == tmp_path / "templates"
                for t in ts)
     assert ts[1].grid_head == ts[2].grid_head != ts[0].grid_head
+    # the atlas registration finds the built-in head's copy; an unknown head has none
+    assert grid_head_for(ts, atlas.head) == ts[0].grid_head
+    assert grid_head_for(ts, tmp_path / "other_head.nii.gz") is None
     with pytest.raises(ConfigError, match="twice"):
         resolve_templates([f"Ref={ref.head}:{ref.face_mask}"] * 2, None, tmp_path, atlas=atlas)
     with pytest.raises(InputError, match="does not exist"):

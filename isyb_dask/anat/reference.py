@@ -45,10 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from isyb_dask.atlas import ReferenceAtlas
 
-__all__ = ["AnatomyError", "SubjectAnatomy", "build_anatomy", "atlas_head_image", "REG_STEP_MM"]
+__all__ = ["AnatomyError", "SubjectAnatomy", "build_anatomy", "atlas_head_image"]
 
-#: Finest level of the deface-grade registration: the template head is down-sampled to it.
-REG_STEP_MM = REGISTRATION_STEP_MM
 #: Registrations tried (seed, seed + 1, ...) before the subject's T1w is declared unusable.
 REG_ATTEMPTS = 3
 
@@ -132,7 +130,7 @@ def atlas_head_image(path: str | os.PathLike[str],
     (:func:`isyb_dask.registration.heads.head_on_grid`); ``stored`` is the run's written
     copy of it (:attr:`isyb_dask.deface.templates.Template.grid_head`), read if given.
     """
-    return head_on_grid(path, REG_STEP_MM, stored=stored)
+    return head_on_grid(path, REGISTRATION_STEP_MM, stored=stored)
 
 
 def _register_head(fixed: "sitk.Image", head_path: Path, *, seed: int, threads: int,

@@ -46,6 +46,7 @@ __all__ = [
     "Template",
     "builtin_template",
     "complete_template",
+    "grid_head_for",
     "parse_spec",
     "read_template_config",
     "resolve_templates",
@@ -408,3 +409,14 @@ def resolve_templates(
                                   Path(work_dir) / "templates")
         done.append(dataclasses.replace(completed, grid_head=grid))
     return done
+
+
+def grid_head_for(templates: list[Template], head: str | os.PathLike[str]) -> Path | None:
+    """The run's stored grid copy of ``head`` (a template's :attr:`Template.grid_head`).
+
+    The atlas registration uses the atlas head, which is also the built-in template's head;
+    this finds that copy among the resolved templates. None if no template has that head or
+    its copy was not written; :func:`isyb_dask.registration.heads.head_on_grid` then computes
+    the image.
+    """
+    return next((t.grid_head for t in templates if Path(t.head) == Path(head)), None)

@@ -125,11 +125,10 @@ def _anatomy(inp: SubjectInputs, cfg: RunConfig, job: SubjectJob, threads: int, 
     from isyb_dask.anat.derivatives import write_anatomy
     from isyb_dask.anat.reference import build_anatomy
 
-    # the run's stored copy of the atlas head on the registration grid (the built-in template's)
-    grid_head = next((t.grid_head for t in job.templates
-                      if Path(t.head) == Path(job.atlas.head)), None)
+    from isyb_dask.deface.templates import grid_head_for
+
     anatomy = build_anatomy(inp.t1w, inp.subject, job.atlas, cfg, threads=threads, image=image,
-                            atlas_grid_head=grid_head)
+                            atlas_grid_head=grid_head_for(job.templates, job.atlas.head))
     write_anatomy(anatomy, job.out_dir,
                   settings={"qc": dataclasses.asdict(cfg.qc), "registration_seed": cfg.deface.seed})
     if "metrics" in cfg.stages:

@@ -73,7 +73,7 @@ class TemplateMaps:
     brain_centre: np.ndarray
     mirror: np.ndarray = field(default_factory=lambda: np.eye(4))
     face_base_y: float = 0.0
-    brain_contrast: dict = field(default_factory=dict)
+    brain_contrast: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def sample(self, name: str, points: np.ndarray, order: int = 1) -> np.ndarray:
         """Map ``name`` at template-world ``points`` ``(3, ...)`` (0 outside the template)."""

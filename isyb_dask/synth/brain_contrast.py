@@ -94,4 +94,4 @@ def calibrate_brain_contrast(
         delta += np.float32(target[k] - fitted[k]) * np.asarray(fractions[k], dtype=np.float32)
     weight = np.clip(np.asarray(brain, dtype=np.float32), 0.0, 1.0)
     out = np.clip(np.asarray(t1, dtype=np.float32) + weight * delta, 0.0, None)
-    return out.astype(np.float32), {"template_means": fitted, "target_means": target}
+    return out, {"template_means": fitted, "target_means": target}
