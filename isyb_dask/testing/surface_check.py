@@ -12,6 +12,9 @@ Used by ``tests/test_morphometry_real.py`` and ``benchmarks/check_gm_midthicknes
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +56,6 @@ def place_subject(t1w: Path, threads: int = 1, out_dir: Path | None = None) -> P
     surfaces before refinement, and the affine-only baseline is the atlas registration's
     T1w -> MNI chain.
     """
-    import tempfile
-
     from isyb_dask.anat.placement import attach_standard_space
     from isyb_dask.anat.reference import build_anatomy
     from isyb_dask.anat.surfaces import place_surfaces
@@ -105,14 +106,32 @@ def independent_gm(anatomy, mrf: str = "[0.1,1x1x1]") -> np.ndarray:
                             spacing=zooms)
     corrected = ants.n4_bias_field_correction(image, mask=ants.from_numpy(mask, spacing=zooms))
     box = tuple(slice(max(int(i.min()) - 2, 0), int(i.max()) + 3) for i in np.nonzero(mask))
-    seg = ants.atropos(
-        a=ants.from_numpy(np.ascontiguousarray(corrected.numpy()[box]), spacing=zooms),
-        x=ants.from_numpy(np.ascontiguousarray(mask[box]), spacing=zooms),
-        i="kmeans[3]", m=mrf, c="[5,0]",
-    )
-    gm = np.zeros(mask.shape, dtype=np.float32)
-    gm[box] = seg["probabilityimages"][1].numpy()  # k-means classes by intensity: CSF, GM, WM
+    with _private_tempdir():
+        seg = ants.atropos(
+            a=ants.from_numpy(np.ascontiguousarray(corrected.numpy()[box]), spacing=zooms),
+            x=ants.from_numpy(np.ascontiguousarray(mask[box]), spacing=zooms),
+            i="kmeans[3]", m=mrf, c="[5,0]",
+        )
+        gm = np.zeros(mask.shape, dtype=np.float32)
+        gm[box] = seg["probabilityimages"][1].numpy()  # k-means classes: CSF, GM, WM
     return gm
+
+
+@contextmanager
+def _private_tempdir() -> Iterator[Path]:
+    """Point :mod:`tempfile` at a folder of our own for the duration, then delete it.
+
+    ``ants.atropos`` writes its probability images to ``tempfile.mktemp()`` names and never
+    removes them (three files of ~0.5 MB per 1 mm head left in ``/tmp`` on every call).
+    Not thread-safe (``tempfile.tempdir`` is process-wide); used only by this check.
+    """
+    before = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="isyb-atropos-") as tmp:
+        tempfile.tempdir = tmp
+        try:
+            yield Path(tmp)
+        finally:
+            tempfile.tempdir = before
 
 
 def gm_scores(subject: PlacedSubject, probability: np.ndarray) -> dict[str, float]:
