@@ -111,7 +111,8 @@ def test_extra_template_registration_is_seeded_and_accurate(built, tmp_path):
     from isyb_dask.atlas import builtin_head_paths
     from isyb_dask.config import DefaceConfig
     from isyb_dask.deface.template_fit import template_registration
-    from isyb_dask.deface.templates import Template, builtin_template, complete_template
+    from isyb_dask.deface.template_carryover import complete_template
+    from isyb_dask.deface.templates import Template, builtin_template
 
     anatomy, _, _, atlas, _ = built
     head, face = builtin_head_paths()

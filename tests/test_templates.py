@@ -1,4 +1,4 @@
-"""Tests of isyb_dask.deface.templates and isyb_dask.deface.builder."""
+"""Tests of isyb_dask.deface.templates, .template_carryover and .builder."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 from isyb_dask.deface.builder import build_template, build_template_from_bids, find_t1w
 from isyb_dask.deface.phantom import make_head
+from isyb_dask.deface.template_carryover import complete_template
 from isyb_dask.deface.templates import (
     Template,
-    complete_template,
     grid_head_for,
     parse_spec,
     read_template_config,
