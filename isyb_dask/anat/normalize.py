@@ -155,7 +155,7 @@ def normalize_to_standard(
     threads: int,
     cache_dir: Path | None = None,
     syn_iterations: tuple[int, ...] = (40, 10),
-    aff_sampling_rate: float = 0.1,
+    aff_sampling_rate: float = 0.2,
     initial: np.ndarray | None = None,
     step_mm: float = 4.0,
     margin_mm: float = 8.0,
@@ -174,7 +174,10 @@ def normalize_to_standard(
     seed
         ANTs random seed (metric sampling).
     threads
-        ITK threads (``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` is set for the call).
+        ITK threads: ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` is set for the call, but ANTs'
+        ITK reads it only once per process, at its first use; later calls keep that count
+        (measured: threads=2 after a first call with 1 gives the 1-thread result). Workers
+        export it at start (:mod:`isyb_dask.pipeline.worker_setup`).
     cache_dir
         Cache root of the bridge (:func:`isyb_dask.anat.bridge.get_bridge`).
     syn_iterations
@@ -186,15 +189,16 @@ def normalize_to_standard(
         field smoothing and inversion).
     aff_sampling_rate
         Fraction of the template voxels (regular grid, seeded) that the Mattes metric of the
-        affine stage samples. antspyx runs that stage with its own fixed schedule (shrink
-        4/2/2, up to 2100/1200/1200 iterations to convergence) whatever ``aff_iterations``
-        says, so the sampling is the knob of its cost: 0.1 (antspyx default 0.2) takes
-        about 3 s CPU off a 1 mm subject and leaves the mean GM posterior at the refined
-        midthickness unchanged (0.692 both, measured on 2 mm images;
-        benchmarks/results_anatomy_speed.md). The shrink factors apply to the ``step_mm``
-        images. Not used with ``initial`` (the pipeline's route always gives one; this
-        unseeded route is kept for callers without an atlas registration and tested to
-        recover a known shift within 1 mm).
+        affine stage samples (antspyx's default, 0.2). antspyx runs that stage with its own
+        fixed schedule (shrink 4/2/2, up to 2100/1200/1200 iterations to convergence)
+        whatever ``aff_iterations`` says. 0.1 takes about 3 s CPU off a 1 mm subject
+        (benchmarks/results_anatomy_speed.md) but is not robust: with ITK running two
+        threads (the sampling then differs from run to run), the known-shift test landed in
+        a wrong optimum in 2 of 20 runs (95th-percentile point error 5.4 and 6.1 mm, against
+        0.3-0.6 mm), 0.2 in none of 40. The shrink factors apply to the ``step_mm`` images.
+        Not used with ``initial`` (the pipeline's route always gives one, and is
+        deterministic with any thread count; this route is kept for callers without an
+        atlas registration and tested to recover a known shift within 1 mm).
     initial
         Optional 4x4 world (RAS mm) affine T1w -> MNI152NLin2009aSym already close to the
         solution (the atlas registration's chain). ANTs then runs only the SyN stage
