@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> None:
             own = gm_scores(subject, subject.anatomy.posteriors["gm"])
             atropos = gm_scores(subject, independent_gm(subject.anatomy))
             img = nb.load(src)
-            print(f"| {path.name} | {img.header.get_zooms()[0]:.2f} | "
+            zooms = [float(z) for z in img.header.get_zooms()[:3]]
+            voxel = (f"{zooms[0]:.2f}" if np.allclose(zooms, zooms[0], atol=1e-3)
+                     else " x ".join(f"{z:.2f}" for z in zooms))
+            print(f"| {path.name} | {voxel} | "
                   f"{''.join(nb.aff2axcodes(img.affine))} | "
                   + " / ".join(f"{own[k]:.3f}" for k in ("affine", "syn", "refined")) + " | "
                   + " / ".join(f"{atropos[k]:.3f}" for k in ("affine", "syn", "refined"))
