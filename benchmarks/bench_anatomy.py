@@ -43,7 +43,9 @@ def _segment(path: Path):
     img = nb.Nifti1Image(np.asarray(an.canonical.dataobj, dtype=np.float32),
                          an.canonical.affine)
     n4 = nb.Nifti1Image(np.asarray(an.n4, dtype=np.float32), an.canonical.affine)
-    return img, n4, an.brain_mask, dict(an.posteriors)
+    from isyb_dask.anat.placement import refinement_maps
+
+    return img, n4, an.brain_mask, dict(an.posteriors), refinement_maps(an)
 
 
 def bench(path: Path, label: str) -> dict:
@@ -55,7 +57,7 @@ def bench(path: Path, label: str) -> dict:
     from isyb_dask.metrics.spaces import t1w_to_mni
 
     fslr = load_fslr32k()
-    img, n4, brain, post = _segment(path)
+    img, n4, brain, post, maps = _segment(path)
     atlas = get_reference_atlas()
 
     t0 = time.process_time()
@@ -72,7 +74,7 @@ def bench(path: Path, label: str) -> dict:
     t1 = time.process_time()
     placed = place_surfaces(norm, fslr)
     t2 = time.process_time()
-    refined = refine_surfaces(placed, fslr, post, n4.affine)
+    refined = refine_surfaces(placed, fslr, maps, n4.affine)  # the maps isyb run follows
     t3 = time.process_time()
 
     def gm(s):

@@ -53,6 +53,7 @@ def refined_inputs(t1w: Path):
     """(posteriors (3,X,Y,Z), affine, surfaces) through the pipeline's anatomy route."""
     import nibabel as nb
 
+    from isyb_dask.anat.placement import refinement_maps
     from isyb_dask.anat.normalize import normalize_to_standard
     from isyb_dask.anat.reference import build_anatomy
     from isyb_dask.anat.surfaces import place_surfaces, refine_surfaces
@@ -68,7 +69,7 @@ def refined_inputs(t1w: Path):
     norm = normalize_to_standard(n4, an.brain_mask, an.posteriors, seed=cfg.deface.seed,
                                  threads=1,  # started from the atlas registration, as isyb run
                                  initial=atlas.head_to_mni_affine() @ an.t1w_to_atlas)
-    surfaces = refine_surfaces(place_surfaces(norm, fs), fs, an.posteriors, aff)
+    surfaces = refine_surfaces(place_surfaces(norm, fs), fs, refinement_maps(an), aff)
     post = np.stack([np.asarray(an.posteriors[k], dtype=np.float32)
                      for k in ("csf", "gm", "wm")])
     return post, aff, surfaces

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import nibabel as nb
 import numpy as np
+import pytest
+from scipy import ndimage as ndi
 
 from isyb_dask.anat.normalize import StandardNormalization
 from isyb_dask.anat.surfaces import (
+    boundary_fractions,
     mean_at_vertices,
     place_surfaces,
     refine_surfaces,
@@ -100,3 +103,64 @@ def test_write_surfaces_reads_back(tmp_path):
 
 # The GM-at-midthickness targets on the real volunteer and a generated 1 mm head (issue 11)
 # are in tests/test_morphometry_real.py, which shares one anatomy + SyN per head with CT/SA/LGI.
+
+
+MEANS = {"csf_mean": 300.0, "gm_mean": 700.0, "wm_mean": 1000.0}
+
+
+def test_boundary_fractions_are_linear_between_the_class_means():
+    image = np.array([[[100.0, 300.0, 500.0, 700.0, 850.0, 1000.0, 1200.0, 850.0]]])
+    brain = np.ones(image.shape, bool)
+    brain[..., -1] = False
+    f = boundary_fractions(image, brain, MEANS)
+    assert np.allclose(f["wm"].ravel(), [0, 0, 0, 0, 0.5, 1, 1, 0])
+    assert np.allclose((f["gm"] + f["wm"]).ravel(), [0, 0, 0.5, 1, 1, 1, 1, 0])
+    assert f["gm"].min() >= 0.0 and f["gm"].dtype == np.float32
+    with pytest.raises(ValueError, match="CSF < GM < WM"):
+        boundary_fractions(image, brain, {**MEANS, "gm_mean": 1100.0})
+
+
+def test_refinement_on_fractions_finds_the_boundaries_of_a_blurred_noisy_image():
+    """Blurred (sigma 1 mm) and noisy (SD 40) two-sphere T1w with known class means: the
+    fractions' 0.5 crossings are the true boundaries whatever the class spreads, so the
+    refined white and pial surfaces land at 40 and 43 mm."""
+    fslr = load_fslr32k()
+    truth, aff = _sphere_phantom()
+    clean = sum(MEANS[f"{t}_mean"] * truth[t] for t in ("csf", "gm", "wm"))
+    image = ndi.gaussian_filter(clean.astype(np.float32), 1.0)
+    image = image + np.random.default_rng(0).normal(0.0, 40.0, image.shape).astype(np.float32)
+    maps = boundary_fractions(image, np.ones(image.shape, bool), MEANS)
+    surf = {}
+    for hemi in ("L", "R"):
+        unit = fslr.coords["sphere"][fslr.hemi_slice(hemi)]
+        unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+        surf[hemi] = {"white": CENTRES[hemi] + 37.5 * unit,
+                      "pial": CENTRES[hemi] + 46.0 * unit,
+                      "midthickness": CENTRES[hemi] + 41.75 * unit}
+    out = refine_surfaces(surf, fslr, maps, aff)
+    for hemi in ("L", "R"):
+        rad = {k: np.linalg.norm(out[hemi][k] - CENTRES[hemi], axis=1) for k in out[hemi]}
+        # the blur is symmetric about each step, so only noise moves the crossings, and the
+        # median over 32k vertices averages it out (measured 39.955 / 42.98 / 41.466)
+        assert abs(np.median(rad["white"]) - 40.0) < 0.1
+        assert abs(np.median(rad["pial"]) - 43.0) < 0.1
+        assert abs(np.median(rad["midthickness"]) - 41.5) < 0.1
+
+
+def test_refinement_maps_are_the_fractions_when_the_class_means_are_known():
+    from types import SimpleNamespace
+
+    from isyb_dask.anat.placement import refinement_maps
+
+    image = np.linspace(200.0, 1100.0, 60, dtype=np.float32).reshape(3, 4, 5)
+    brain = np.ones(image.shape, bool)
+    post = {"gm": np.full(image.shape, 0.25, np.float32), "wm": np.zeros(image.shape, np.float32)}
+    anatomy = SimpleNamespace(n4=image, brain_mask=brain, posteriors=post,
+                              info={"segmentation": {**MEANS, "iterations": 7.0}})
+    info: dict = {}
+    maps = refinement_maps(anatomy, info)
+    expected = boundary_fractions(image, brain, MEANS)
+    assert info == {"boundary_maps": "fractions"}
+    assert all(np.array_equal(maps[k], expected[k]) for k in ("gm", "wm"))
+    anatomy.info = {}  # an anatomy built without the segmentation's means
+    assert refinement_maps(anatomy, info) is post and info["boundary_maps"] == "posteriors"

@@ -18,7 +18,7 @@ from typing import Any
 import nibabel as nb
 import numpy as np
 
-__all__ = ["attach_standard_space", "subject_fslr"]
+__all__ = ["attach_standard_space", "refinement_maps", "subject_fslr"]
 
 #: Surface kinds placed in the subject's T1w space.
 SUBJECT_KINDS = ("white", "midthickness", "pial")
@@ -68,8 +68,9 @@ def attach_standard_space(
     )
     fslr = load_fslr32k()
     refine_info: dict = {}
-    surfaces = refine_surfaces(place_surfaces(norm, fslr), fslr, anatomy.posteriors,
-                               anatomy.canonical.affine, info=refine_info)
+    surfaces = refine_surfaces(place_surfaces(norm, fslr), fslr,
+                               refinement_maps(anatomy, refine_info), anatomy.canonical.affine,
+                               info=refine_info)
     anatomy.standard = norm
     anatomy.surfaces = surfaces
     info = getattr(anatomy, "info", None)
@@ -80,6 +81,26 @@ def attach_standard_space(
     paths = list(write_transforms(norm, out_dir, anatomy.subject))
     paths += list(write_surfaces(surfaces, fslr, anatomy.image, out_dir, anatomy.subject))
     return paths
+
+
+def refinement_maps(anatomy: Any, info: dict | None = None) -> dict[str, np.ndarray]:
+    """The GM/WM maps whose boundaries the surfaces are refined to.
+
+    The partial-volume fractions of :func:`isyb_dask.anat.surfaces.boundary_fractions` from
+    the N4 image and the segmentation's class means (``anatomy.info["segmentation"]``); an
+    anatomy without those means (built by hand) gives its posteriors. ``info`` receives
+    ``boundary_maps``, naming which was used.
+    """
+    from isyb_dask.anat.surfaces import boundary_fractions
+
+    seg = (getattr(anatomy, "info", None) or {}).get("segmentation") or {}
+    if all(f"{t}_mean" in seg for t in ("csf", "gm", "wm")):
+        maps, used = boundary_fractions(anatomy.n4, anatomy.brain_mask, seg), "fractions"
+    else:
+        maps, used = anatomy.posteriors, "posteriors"
+    if info is not None:
+        info["boundary_maps"] = used
+    return maps
 
 
 def subject_fslr(fslr: Any, surfaces: dict[str, dict[str, np.ndarray]]) -> Any:

@@ -2,9 +2,9 @@
 
 Issue 11's measure of the surface placement is the mean GM probability of the subject's
 segmentation at the fsLR 32k cortical midthickness vertices in T1w space, for the surfaces the
-pipeline places (SyN, then refined) against the affine-only placement. Our own posteriors
-are what the refinement follows, so the same measure is also taken with a segmentation that
-shares nothing with ours but the brain mask (:func:`independent_gm`: ANTs N4 and Atropos), as
+pipeline places (SyN, then refined) against the affine-only placement. The refinement
+follows partial-volume fractions built from our segmentation's class means, so the same
+measure is also taken with a segmentation that shares nothing with ours but the brain mask (:func:`independent_gm`: ANTs N4 and Atropos), as
 someone checking the surfaces with their own tools would.
 
 Used by ``tests/test_morphometry_real.py`` and ``benchmarks/check_gm_midthickness.py``.
