@@ -62,7 +62,12 @@ norm = normalize_to_standard(n4, a.brain_mask, a.posteriors, seed=cfg.deface.see
 t2 = time.process_time()
 ref = build_bold_reference(bold, meta, cfg.qc, threads=1)
 t3 = time.process_time()
-refined = refine_surfaces(place_surfaces(norm, fslr), fslr, a.posteriors, a.canonical.affine)
+try:  # each tree refines on the maps its own isyb run follows
+    from isyb_dask.anat.placement import refinement_maps
+    maps = refinement_maps(a)
+except ImportError:  # trees before the partial-volume fractions
+    maps = a.posteriors
+refined = refine_surfaces(place_surfaces(norm, fslr), fslr, maps, a.canonical.affine)
 gm = mean_at_vertices(a.posteriors["gm"], a.canonical.affine, refined, "midthickness", fslr.cortex)
 np.save(out / "params.npy", ref.params)
 json.dump({"anatomy": t1c - t0, "syn": t2 - t1c, "bold": t3 - t2, "gm_mid": float(gm),
