@@ -26,6 +26,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 import SimpleITK as sitk
+from nibabel.affines import voxel_sizes
 
 from isyb_dask import registration as reg
 from isyb_dask.deface.config import DefaceConfig
@@ -76,7 +77,7 @@ def _masking_only(subj: Path, tmpl: Template, repeats: int) -> None:
     data = np.asarray(img.dataobj, dtype=np.float64)
     fixed = reg.to_sitk(data.astype(np.float32), img.affine)
     res = st.template_registration(fixed, tmpl, DefaceConfig())
-    vox = st.voxel_sizes_affine(img.affine)
+    vox = voxel_sizes(img.affine)
     brain = np.zeros(data.shape, bool)
     times: dict[str, float] = {}
     for method in ("maskface", "zero", "reface"):

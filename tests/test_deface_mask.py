@@ -17,6 +17,7 @@ import nibabel as nb
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from nibabel.affines import voxel_sizes
 
 from isyb_dask import registration as reg
 from isyb_dask.deface import stage as st
@@ -50,7 +51,7 @@ def _face_columns(data: np.ndarray, affine: np.ndarray, builtin) -> tuple[np.nda
     keep = reg.sitk_to_array(reg.resample_to(face_s, fixed, res.transform, "linear", default=1.0))
     inside = reg.sitk_to_array(reg.resample_to(face_s * 0 + 1, fixed, res.transform, "nearest")) > 0
     normal = st.face_normal(res.transform, affine)
-    vox = st.voxel_sizes_affine(affine)
+    vox = voxel_sizes(affine)
     head = head_mask_full(data, vox, normal)
     region = extend_face_region(keep < 0.5, inside, normal, head=head, voxel_mm=vox)
     return region, normal
@@ -97,7 +98,7 @@ def generated(shared_data, tmp_path_factory, template_cache):
 def _check_masking(case, method):
     templates, data, affine, region, normal, runs, _ = case
     res, arrs, brain = runs[method]
-    vox = st.voxel_sizes_affine(affine)
+    vox = voxel_sizes(affine)
     assert brain.sum() * vox.prod() > 0.8e6  # a brain-sized protected mask (mm^3)
     for t in templates:
         row = res["templates"][t.name]
@@ -119,7 +120,7 @@ def _check_reface(case, out):
 
     templates, data, affine, region, normal, runs = case
     res, arrs, _ = runs["reface"]
-    vox = st.voxel_sizes_affine(affine)
+    vox = voxel_sizes(affine)
     fixed = reg.to_sitk(data.astype(np.float32), affine)
     thr = skin_threshold(data)
     before = skin_depth_map(data, thr, normal, vox)

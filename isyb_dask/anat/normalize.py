@@ -30,10 +30,9 @@ from typing import Any
 
 import nibabel as nb
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage as ndi
 
-from isyb_dask.blocks import block_affine, block_reduce, padded_box
-from isyb_dask.io.outputs import transform_paths
 from isyb_dask.anat.bridge import NLIN6_GRID, get_bridge, sample_volume, template_maps
 from isyb_dask.anat.warpfield import (
     DenseField,
@@ -42,6 +41,8 @@ from isyb_dask.anat.warpfield import (
     seeded_registration,
     syn_fields,
 )
+from isyb_dask.blocks import block_affine, block_reduce, padded_box
+from isyb_dask.io.outputs import transform_paths
 
 __all__ = ["SPACE", "StandardNormalization", "normalize_to_standard", "write_transforms"]
 
@@ -129,7 +130,7 @@ def _block_mean(
     data: np.ndarray, affine: np.ndarray, step_mm: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Block mean of ``data`` to about ``step_mm`` voxels, and the coarse grid's affine."""
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    zooms = voxel_sizes(affine)
     f = [int(k) for k in np.maximum(1, np.rint(step_mm / zooms).astype(int))]
     coarse = block_reduce(data.astype(np.float32), f)
     return coarse.astype(np.float32), block_affine(affine, f)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nibabel as nb
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage as ndi
 
 __all__ = [
@@ -62,7 +63,7 @@ def ants_from_array(data: np.ndarray, affine: np.ndarray):
     import ants
 
     affine = np.asarray(affine, dtype=np.float64)
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = voxel_sizes(affine)
     direction = _LPS @ affine[:3, :3] / spacing
     origin = _LPS @ affine[:3, 3]
     return ants.from_numpy(
@@ -156,7 +157,7 @@ class DenseField:
         """SimpleITK ``DisplacementFieldTransform`` equivalent to this field (LPS)."""
         import SimpleITK as sitk
 
-        spacing = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        spacing = voxel_sizes(self.affine)
         direction = _LPS @ self.affine[:3, :3] / spacing
         vec = (self.data.astype(np.float64) @ _LPS.T).transpose(2, 1, 0, 3)
         img = sitk.GetImageFromArray(np.ascontiguousarray(vec), isVector=True)

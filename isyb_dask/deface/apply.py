@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from nibabel.affines import voxel_sizes
 from scipy import ndimage as ndi
 
 from isyb_dask import registration as reg
@@ -38,7 +39,7 @@ from isyb_dask.deface.templates import Template
 from isyb_dask.deface.zero import coat_cut, cover_protected, zero_face
 from isyb_dask.errors import InputError
 
-__all__ = ["deface_array", "voxel_sizes_affine"]
+__all__ = ["deface_array"]
 
 
 def deface_array(
@@ -123,7 +124,7 @@ def deface_array(
                                                 threads=cfg.threads))
         inside = tpl > -1e29  # subject voxels the template's grid covers
         tpl = np.where(inside, tpl, 0.0)
-    vox = voxel_sizes_affine(affine)
+    vox = voxel_sizes(np.asarray(affine))
     protect = protect_mask(brain, vox, cfg.brain_dilate_mm)
     normal = face_normal(res.transform, affine)
     info: dict[str, Any] = {}
@@ -189,8 +190,3 @@ def deface_array(
     return {"defaced": defaced, "changed": changed, "protect": protect, "brain": brain,
             "registration": res, "normal": normal, "region": region, "info": info,
             "debris": n_debris}
-
-
-def voxel_sizes_affine(affine: np.ndarray) -> np.ndarray:
-    """Voxel sizes (mm) of the three axes of an affine."""
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
+from nibabel.affines import voxel_sizes
 from scipy import ndimage as ndi
 
 from isyb_dask import registration as reg
@@ -69,5 +70,5 @@ def subject_brain_mask(
         reg.resample_to(sitk.Cast(atlas_brain, sitk.sitkFloat32), fixed, registration.transform,
                         "linear", threads=threads)
     ) > 0.5
-    vox = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    vox = voxel_sizes(np.asarray(affine))
     return grow_brain(data, warped, vox, grow_mm)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage as ndi
 
 __all__ = ["RenderGeometry", "render_geometry", "render_views", "otsu_threshold", "view_camera",
@@ -321,7 +322,7 @@ def render_views(
         uint8 array ``(len(yaws), size, size)``, grey-level shading (row 0 = top).
     """
     affine = np.asarray(affine, dtype=float)
-    vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    vox = voxel_sizes(affine)
     vox_mm = float(vox.min())
     vol = ndi.gaussian_filter(np.asarray(data, dtype=np.float32), smooth_mm / vox, truncate=2.0)
     block = max(2, int(round(4.0 / vox_mm)))

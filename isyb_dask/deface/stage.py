@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from nibabel.affines import voxel_sizes
 
 from isyb_dask import registration as reg
+from isyb_dask.deface.apply import deface_array
 from isyb_dask.deface.brainmask import subject_brain_mask
 from isyb_dask.deface.config import DefaceConfig
 from isyb_dask.deface.nmi import normalized_mutual_information, union_face_mask
@@ -31,19 +33,17 @@ from isyb_dask.deface.skin import (
     skin_threshold,
 )
 from isyb_dask.deface.skin_depth import skin_depth_map, surface_depth_change
+from isyb_dask.deface.storage import cast_like, output_dtype
 from isyb_dask.deface.template_fit import (
     _images,
     face_normal,
     template_registration,
 )
-from isyb_dask.deface.storage import cast_like, output_dtype
 from isyb_dask.deface.templates import BUILTIN_NAME, Template
 from isyb_dask.errors import InputError, RegistrationError
 from isyb_dask.io.derivatives import write_sidecar
 from isyb_dask.io.nifti import load_image, save_like
 from isyb_dask.io.outputs import anat_path, deface_path
-
-from isyb_dask.deface.apply import deface_array, voxel_sizes_affine
 
 __all__ = ["deface_array", "face_normal", "run_deface", "template_registration"]
 
@@ -143,7 +143,7 @@ def run_deface(
     skin_before: dict[tuple[int, int], np.ndarray] = {}
     skin_thr: float | None = None
     noisy = False
-    vox_c = voxel_sizes_affine(canon.affine)
+    vox_c = voxel_sizes(canon.affine)
     for t in templates:
         t0 = time.perf_counter()
         row: dict[str, Any] = {

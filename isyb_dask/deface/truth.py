@@ -26,6 +26,7 @@ from pathlib import Path
 
 import nibabel as nb
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage as ndi
 
 from isyb_dask.blocks import padded_box
@@ -135,7 +136,7 @@ def original_face(original: np.ndarray, truth_mask: np.ndarray,
     face = f > 0.5
     thr = _skin_threshold(o)
     head = o > thr
-    vox = np.sqrt((aff[:3, :3] ** 2).sum(0))
+    vox = voxel_sizes(aff)
     # the face's skin layer: tissue of the true face region within SKIN_MM of the air
     tissue = face & head & (_skin_depth_near(head, face, vox) <= SKIN_MM)
     scale = float(np.percentile(o[head], 99)) if head.any() else 1.0

@@ -30,6 +30,7 @@ from typing import Any
 
 import nibabel as nb
 import numpy as np
+from nibabel.affines import voxel_sizes
 
 from isyb_dask.errors import InputError
 
@@ -125,7 +126,7 @@ def check_geometry(name: str, path: Path, img: nb.spatialimages.SpatialImage) ->
         corners = _corners(img.shape)
         dist = float(np.sqrt(((forms["qform"] @ corners - forms["sform"] @ corners)[:3] ** 2)
                              .sum(axis=0)).max())
-        vox = float(np.sqrt((forms["sform"][:3, :3] ** 2).sum(axis=0)).max())
+        vox = float(voxel_sizes(forms["sform"]).max())
         if dist > vox:
             raise InputError(
                 f"{name}: sform and qform disagree by {dist:.1f} mm (more than one voxel, "
@@ -135,7 +136,7 @@ def check_geometry(name: str, path: Path, img: nb.spatialimages.SpatialImage) ->
     affine = img.affine
     if not _usable(affine):
         raise InputError(f"{name}: implausible geometry (singular or non-finite affine)")
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    zooms = voxel_sizes(affine)
     if np.any(zooms > MAX_VOXEL_MM):
         raise InputError(f"{name}: implausible voxel size {tuple(np.round(zooms, 3))} mm")
 

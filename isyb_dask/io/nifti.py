@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nibabel as nb
 import numpy as np
+from nibabel.affines import voxel_sizes as _affine_voxel_sizes
 
 from isyb_dask.blocks import block_reduce
 from isyb_dask.errors import InputError
@@ -330,4 +331,4 @@ def _hash_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 def voxel_sizes(img: nb.spatialimages.SpatialImage) -> np.ndarray:
     """Voxel sizes in mm of the first three axes, from the affine."""
-    return np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
+    return _affine_voxel_sizes(img.affine)

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -150,7 +151,7 @@ def _nearest(points: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 
 def _zooms(affine: np.ndarray) -> tuple[float, float, float]:
-    return tuple(float(z) for z in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+    return tuple(float(z) for z in voxel_sizes(np.asarray(affine)))
 
 
 def _pool_geodesic(faces, cell, centre, c_pial, c_hull, radius_mm, chunk=256):

@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy.spatial import cKDTree
 
 from isyb_dask.metrics.areal import vertex_areas
@@ -188,7 +189,7 @@ def surface_morphometry(
     affine = np.asarray(affine, dtype=np.float64)
     surf = surfaces_as_fslr(surfaces, fslr)
     p_gm, p_wm = _posteriors(posteriors)
-    zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    zooms = tuple(float(z) for z in voxel_sizes(affine))
     cpu = {}
     t0 = time.process_time()
     res = laplace_thickness(p_gm, p_wm, zooms)

@@ -27,10 +27,11 @@ from typing import Any
 
 import nibabel as nb
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
-from isyb_dask.errors import RegistrationError
 from isyb_dask import registration
+from isyb_dask.errors import RegistrationError
 from isyb_dask.registration import to_sitk
 
 __all__ = [
@@ -87,7 +88,7 @@ def jacobian_determinant(affine: np.ndarray) -> float:
 def _grid_cached(path: str, step: float) -> tuple[tuple[int, int, int], tuple[float, ...]]:
     img = nb.load(path)
     aff = img.affine.copy()
-    scale = step / np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+    scale = step / voxel_sizes(aff)
     out = aff.copy()
     out[:3, :3] = aff[:3, :3] * scale
     shape = tuple(int(np.ceil(n / s)) for n, s in zip(img.shape[:3], scale))

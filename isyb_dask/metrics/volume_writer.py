@@ -24,6 +24,7 @@ from typing import Any
 
 import nibabel as nb
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage as ndi
 
 from isyb_dask.io.derivatives import derivative_path, write_sidecar
@@ -47,7 +48,7 @@ def standard_grid(base: tuple[tuple[int, int, int], np.ndarray],
     """
     shape0, aff0 = base
     aff0 = np.asarray(aff0, dtype=np.float64)
-    scale = step_mm / np.sqrt((aff0[:3, :3] ** 2).sum(axis=0))
+    scale = step_mm / voxel_sizes(aff0)
     aff = aff0.copy()
     aff[:3, :3] = aff0[:3, :3] * scale
     shape = tuple(int(np.ceil(n / s)) for n, s in zip(shape0, scale))

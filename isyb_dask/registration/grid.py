@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import nibabel as nb
 import numpy as np
 import SimpleITK as sitk
+from nibabel.affines import voxel_sizes
 from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
 __all__ = [
@@ -76,7 +77,7 @@ def to_sitk(
     if data.ndim != 3:
         raise ValueError(f"to_sitk: expected a 3-D image, got shape {data.shape}")
     affine = np.asarray(affine, dtype=float)
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = voxel_sizes(affine)
     direction = _LPS @ affine[:3, :3] / spacing
     origin = _LPS @ affine[:3, 3]
     out = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))

@@ -14,6 +14,7 @@ single tensor, a log-linear fit of noise-free data recovers ``D`` exactly.
 from __future__ import annotations
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 
 from isyb_dask.synth.anatomy import SubjectAnatomy, TemplateMaps
 from isyb_dask.synth.fields import Grid, add_rician_noise, random_smooth_field
@@ -66,7 +67,7 @@ def fsl_bvecs(vectors_world: np.ndarray, affine: np.ndarray) -> np.ndarray:
     FSL bvecs are given along the image's voxel axes, with the first component negated when
     the affine has a positive determinant (FSL's radiological voxel convention).
     """
-    rot = affine[:3, :3] / np.sqrt((affine[:3, :3] ** 2).sum(0))
+    rot = affine[:3, :3] / voxel_sizes(affine)
     vox = vectors_world @ rot  # = (rot^T g) for each row
     if np.linalg.det(affine[:3, :3]) > 0:
         vox[:, 0] = -vox[:, 0]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 
 __all__ = ["PlacedSubject", "gm_scores", "independent_gm", "place_subject"]
 
@@ -100,7 +101,7 @@ def independent_gm(anatomy, mrf: str = "[0.1,1x1x1]") -> np.ndarray:
     import ants
 
     affine = anatomy.canonical.affine
-    zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    zooms = tuple(float(z) for z in voxel_sizes(affine))
     mask = np.asarray(anatomy.brain_mask, dtype=np.float32)
     image = ants.from_numpy(np.asarray(anatomy.canonical.get_fdata(), dtype=np.float32),
                             spacing=zooms)
