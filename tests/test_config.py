@@ -31,3 +31,14 @@ def test_digest_tracks_subject_level_settings_only():
     assert base.digest() != base.replace(deface__nmi_bins=32).digest()
     assert base.digest() == base.replace(stats__design="overlapping").digest()  # group-level only
     assert base.digest() == base.replace(task_threads=4).digest()
+
+
+def test_segmentation_mrf_setting(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("qc:\n  mrf_beta: 0\n")
+    assert load_config(path).qc.mrf_beta == 0
+    assert RunConfig().qc.mrf_beta == 0.01  # MRIQC's Atropos smoothing factor
+    assert RunConfig().digest() != RunConfig().replace(qc__mrf_beta=0.0).digest()
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ConfigError, match="mrf_beta"):
+            RunConfig().replace(qc__mrf_beta=bad)

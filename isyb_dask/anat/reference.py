@@ -247,7 +247,8 @@ def build_anatomy(
     t0 = time.perf_counter()
     try:
         post, seg_info = segment_tissues(n4, warped.brain, warped.priors,
-                                         prior_weight=qc.prior_weight)
+                                         prior_weight=qc.prior_weight, mrf_beta=qc.mrf_beta,
+                                         zooms=zooms)
     except ValueError as exc:
         raise AnatomyError(f"{t1w.name}: tissue segmentation failed ({exc})") from None
     posteriors = {name: np.ascontiguousarray(post[i]) for i, name in enumerate(TISSUES)}

@@ -43,6 +43,7 @@ def gm_probability(
     *,
     threads: int = 1,
     prior_weight: float = 0.1,
+    mrf_beta: float = 0.01,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """GM probability map of the T1w.
 
@@ -60,6 +61,8 @@ def gm_probability(
         SimpleITK threads (N4).
     prior_weight
         Weight of the spatial prior in the segmentation.
+    mrf_beta
+        MRF smoothing factor of the segmentation (:class:`isyb_dask.qc.config.QCConfig`).
 
     Returns
     -------
@@ -75,7 +78,8 @@ def gm_probability(
         positive = np.clip(np.nan_to_num(np.asarray(t1w, dtype=np.float32)), 0, None)
         inu, _ = n4_correct(positive, zooms, threads=threads)
         inu[inu < 0] = 0
-        post, seg = segment_tissues(inu, brain, priors, prior_weight=prior_weight)
+        post, seg = segment_tissues(inu, brain, priors, prior_weight=prior_weight,
+                                   mrf_beta=mrf_beta, zooms=zooms)
         info = {"source": "segmentation (GMM with atlas priors)", "fallback": False}
         info.update({k: v for k, v in seg.items() if np.isscalar(v)})
         info["posteriors"] = post  # (3, X, Y, Z) CSF, GM, WM (cortical thickness)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from isyb_dask.errors import ConfigError
@@ -41,6 +42,9 @@ class QCConfig:
         Voxel size (mm) of the coarse N4 fitting grid (integer shrink of the image).
     prior_weight
         Weight of the warped atlas priors in the tissue EM (Atropos default 0.1).
+    mrf_beta
+        Smoothing factor of the tissue segmentation's Markov random field (Atropos ``-m``,
+        radius 1; MRIQC 0.01); 0 turns it off.
     head_threshold
         Gradient threshold of the head mask (MRIQC: 15 on a 0-100 scale).
     artifact_zscore
@@ -69,6 +73,7 @@ class QCConfig:
     registration_levels_mm: tuple[float, ...] = (6.0, 4.0)
     inu_grid_mm: float = 8.0
     prior_weight: float = 0.1
+    mrf_beta: float = 0.01
     head_threshold: float = 15.0
     artifact_zscore: float = 10.0
 
@@ -79,3 +84,5 @@ class QCConfig:
             raise ConfigError(f"sd_limit must be positive, got {self.sd_limit}")
         if self.sd_ddof < 0:
             raise ConfigError(f"sd_ddof must be >= 0, got {self.sd_ddof}")
+        if not math.isfinite(self.mrf_beta) or self.mrf_beta < 0:
+            raise ConfigError(f"mrf_beta must be a finite number >= 0, got {self.mrf_beta}")
