@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline", default="d9ba879")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--baseline-templates", type=int, default=2, choices=(2, 3),
+                    help="templates of the baseline run (2 = the round's start; 3 to time a "
+                         "change between two trees of this round)")
     ap.add_argument("--keep", type=Path, help="keep the outputs in this folder")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="isyb-bench-participant-"))
@@ -96,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["git", "worktree", "add", "--detach", str(wt), args.baseline],
                            cwd=ROOT, check=True, capture_output=True)
             try:
-                res = _run(wt, bids, tmp / "out-baseline", _templates(2))
+                res = _run(wt, bids, tmp / "out-baseline", _templates(args.baseline_templates))
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=ROOT,
                                capture_output=True)
-            rows.append((f"baseline {args.baseline} (2 templates)", res))
+            rows.append((f"baseline {args.baseline} ({args.baseline_templates} templates)", res))
         res = _run(ROOT, bids, tmp / "out-current", _templates(3))
         rows.append(("current tree (3 templates)", res))
         print(f"machine: {platform.processor() or platform.machine()}, nproc={os.cpu_count()}, "
