@@ -383,16 +383,15 @@ def _mrf_posteriors(
     the brain's bounding box; voxels outside the brain are no neighbours (label 0 in
     Atropos). Returns the posteriors and how many labels the MRF changed.
     """
-    from scipy import ndimage as ndi
+    from scipy import ndimage as ndi  # scipy.ndimage is heavy; only the MRF needs it
 
-    box = padded_box(brain, 1)
-    sub = brain[box]
+    box = padded_box(brain, 0)
     kernel = mrf_neighbour_weights(zooms)
     coords = np.unravel_index(idx, brain.shape)
     local = tuple(c - b.start for c, b in zip(coords, box))
     post = joint / (joint.sum(axis=0) + 1e-300)
     first = labels = np.argmax(post, axis=0)
-    onehot = np.zeros(sub.shape, dtype=np.float32)
+    onehot = np.zeros(tuple(b.stop - b.start for b in box), dtype=np.float32)
     for _ in range(sweeps):
         # E_k = sum of neighbour weights labelled k; D_k = (sum over all labels) - E_k, and
         # exp(-beta D_k) is proportional to exp(beta E_k) for the renormalised posterior.

@@ -62,7 +62,8 @@ def gm_probability(
     prior_weight
         Weight of the spatial prior in the segmentation.
     mrf_beta
-        MRF smoothing factor of the segmentation (:class:`isyb_dask.qc.config.QCConfig`).
+        MRF smoothing factor of the segmentation (the default is ``QCConfig.mrf_beta``,
+        MRIQC's 0.01; the pipeline passes its configured value through ``build_anatomy``).
 
     Returns
     -------
